@@ -1,0 +1,1 @@
+// Anchors the shared precompiled header (torch/torch.h) of the dev targets.
