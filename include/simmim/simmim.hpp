@@ -6,3 +6,4 @@
 #include "simmim/core/random.hpp"
 #include "simmim/core/shape.hpp"
 #include "simmim/core/version.hpp"
+#include "simmim/masking/mask_factory.hpp"

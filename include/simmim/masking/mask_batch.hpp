@@ -1,0 +1,82 @@
+#pragma once
+// The result of one mask draw for a batch: a boolean mask at model-patch resolution and, for strategies
+// that hide the same number of patches in every sample, MAE's index tensors (the encoder keeps ids_keep,
+// the decoder puts tokens back in place with ids_restore). One function builds those indices for every
+// strategy, so they mean the same thing everywhere.
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+
+#include "simmim/core/check.hpp"
+#include "simmim/core/shape.hpp"
+
+SIMMIM_NAMESPACE_BEGIN
+
+struct MaskBatch {
+  // [B, h, w] bool, true = masked (hidden from the encoder, reconstructed by the loss).
+  at::Tensor mask;
+  // int64 [B, len_keep]: the visible patches (row-major indices into h*w), in the order the encoder sees
+  // them. Undefined where the visible count varies between samples (block, Bernoulli, multi-block).
+  at::Tensor ids_keep;
+  // int64 [B, h*w]: position of each patch in [visible..., masked...]; gathering the decoder's
+  // [visible, mask tokens] sequence with it restores row-major order. Undefined with ids_keep.
+  at::Tensor ids_restore;
+
+  bool has_ids() const { return ids_keep.defined(); }
+  int64_t batch_size() const { return mask.size(0); }
+  Size2d grid() const { return {mask.size(1), mask.size(2)}; }
+  // [B, h*w] view of the mask, MAE's layout.
+  at::Tensor flat_mask() const { return mask.reshape({mask.size(0), -1}); }
+
+  MaskBatch to(at::Device device) const {
+    if (mask.device() == device) return *this;
+    MaskBatch out;
+    out.mask = mask.to(device);
+    if (ids_keep.defined()) out.ids_keep = ids_keep.to(device);
+    if (ids_restore.defined()) out.ids_restore = ids_restore.to(device);
+    return out;
+  }
+};
+
+// MAE's construction from a per-sample shuffle: ids_shuffle [B, L] lists every patch once per row, the
+// first len_keep visible. ids_restore = argsort(ids_shuffle), computed as the inverse permutation by a
+// scatter (same result, O(L) instead of a sort); mask = 1 except the kept, in original order.
+inline MaskBatch mask_batch_from_shuffle(const at::Tensor& ids_shuffle, int64_t len_keep, Size2d grid) {
+  constexpr const char* api = "simmim::mask_batch_from_shuffle";
+  SIMMIM_CHECK_DIM(ids_shuffle, 2, api, "ids_shuffle", "[B, L]");
+  SIMMIM_CHECK(ids_shuffle.scalar_type() == at::kLong && ids_shuffle.size(1) == grid.area(), api, "ids_shuffle",
+               "an int64 [B, L] tensor with L = " + std::to_string(grid.area()), describe(ids_shuffle));
+  SIMMIM_CHECK_VALUE(len_keep >= 0 && len_keep <= grid.area(), api, "len_keep",
+                     "in [0, " + std::to_string(grid.area()) + "]", len_keep);
+  const int64_t B = ids_shuffle.size(0), L = grid.area();
+  const at::Tensor shuffle = ids_shuffle.contiguous();
+  const at::Tensor positions = at::arange(L, shuffle.options()).expand({B, L});
+  at::Tensor ids_restore = at::empty_like(shuffle).scatter_(1, shuffle, positions);
+  MaskBatch out;
+  out.ids_keep = shuffle.narrow(1, 0, len_keep).contiguous();
+  out.mask = ids_restore.ge(len_keep).view({B, grid.h, grid.w});
+  out.ids_restore = std::move(ids_restore);
+  return out;
+}
+
+// Indices for a mask that hides the same number of patches in every sample: visible patches first,
+// then masked ones, each in row-major order (a stable sort of the mask). Errors if the counts differ.
+inline MaskBatch mask_batch_from_mask(const at::Tensor& mask) {
+  constexpr const char* api = "simmim::mask_batch_from_mask";
+  SIMMIM_CHECK_DIM(mask, 3, api, "mask", "[B, h, w]");
+  SIMMIM_CHECK(mask.scalar_type() == at::kBool, api, "mask", "a bool tensor", describe(mask));
+  const int64_t B = mask.size(0), L = mask.size(1) * mask.size(2);
+  const at::Tensor flat = mask.reshape({B, L}).to(at::kByte);
+  const at::Tensor counts = flat.sum(1);
+  const int64_t masked = L == 0 ? 0 : counts[0].item<int64_t>();
+  SIMMIM_CHECK(counts.eq(masked).all().item<bool>(), api, "mask",
+               "the same number of masked patches in every sample", counts.min().item<int64_t>(), " to ",
+               counts.max().item<int64_t>());
+  const at::Tensor ids_shuffle = std::get<1>(at::sort(flat, /*stable=*/true, /*dim=*/1, /*descending=*/false));
+  MaskBatch out = mask_batch_from_shuffle(ids_shuffle, L - masked, {mask.size(1), mask.size(2)});
+  out.mask = mask;  // the caller's tensor, identical to the rebuilt one
+  return out;
+}
+
+SIMMIM_NAMESPACE_END
