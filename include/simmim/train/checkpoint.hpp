@@ -1,0 +1,234 @@
+#pragma once
+// Training checkpoints: model, optimizer, schedule, loss scaler, RNG states and step in one file, written
+// atomically (temp file + rename: a run killed while saving keeps its previous checkpoint), so that a
+// resumed run continues the same loss curve bit for bit. Also reads back one submodule (e.g. the
+// encoder of a pretraining model) for linear probes and fine-tuning.
+
+#include <torch/cuda.h>
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+#include <torch/serialize/archive.h>
+
+#include <ATen/Context.h>
+#include <ATen/core/Generator.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "simmim/core/check.hpp"
+#include "simmim/train/loss_scaler.hpp"
+#include "simmim/train/lr_schedule.hpp"
+
+#ifndef _WIN32
+#include <unistd.h>
+#endif
+
+SIMMIM_NAMESPACE_BEGIN
+
+// What a checkpoint holds. Pointers are borrowed; null ones are skipped on save and on load.
+struct CheckpointParts {
+  torch::nn::Module* model = nullptr;
+  torch::optim::Optimizer* optimizer = nullptr;
+  WarmupCosineSchedule* schedule = nullptr;
+  LossScaler* scaler = nullptr;
+  // Generators the run draws from besides the global ones (mask generators, data augmentation), by name.
+  std::vector<std::pair<std::string, at::Generator>> generators;
+  // The default CPU generator and every CUDA device's (dropout, init, anything that draws without a
+  // generator argument).
+  bool global_rng = true;
+  // Free-form text kept with the checkpoint (the examples store their model config as JSON here).
+  std::string metadata;
+};
+
+namespace detail {
+
+inline constexpr int64_t kCheckpointFormat = 1;
+
+inline at::Tensor generator_state(at::Generator gen) {
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+inline void set_generator_state(at::Generator gen, const at::Tensor& state) {
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
+inline int64_t cuda_generator_count() { return at::hasCUDA() ? static_cast<int64_t>(torch::cuda::device_count()) : 0; }
+
+}  // namespace detail
+
+// Writes `parts` and `step` to `path` through a temp file in the same directory and a rename.
+inline void save_checkpoint(const std::string& path, const CheckpointParts& parts, int64_t step) {
+  constexpr const char* api = "simmim::save_checkpoint";
+  SIMMIM_CHECK(parts.model != nullptr, api, "parts.model", "a module", "null");
+  torch::serialize::OutputArchive root;
+  root.write("format", c10::IValue(detail::kCheckpointFormat));
+  root.write("step", c10::IValue(step));
+  root.write("metadata", c10::IValue(parts.metadata));
+  {
+    torch::serialize::OutputArchive a;
+    parts.model->save(a);
+    root.write("model", a);
+  }
+  if (parts.optimizer) {
+    torch::serialize::OutputArchive a;
+    parts.optimizer->save(a);
+    root.write("optimizer", a);
+  }
+  if (parts.schedule) {
+    torch::serialize::OutputArchive a;
+    parts.schedule->save(a);
+    root.write("schedule", a);
+  }
+  if (parts.scaler) {
+    torch::serialize::OutputArchive a;
+    parts.scaler->save(a);
+    root.write("scaler", a);
+  }
+  {
+    torch::serialize::OutputArchive a;
+    for (const auto& g : parts.generators) a.write(g.first, detail::generator_state(g.second));
+    if (parts.global_rng) {
+      a.write("@cpu", detail::generator_state(at::detail::getDefaultCPUGenerator()));
+      const int64_t n = detail::cuda_generator_count();
+      for (int64_t i = 0; i < n; ++i)
+        a.write("@cuda" + std::to_string(i),
+                detail::generator_state(at::globalContext().defaultGenerator(
+                    c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(i)))));
+    }
+    root.write("rng", a);
+  }
+
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  if (target.has_parent_path()) fs::create_directories(target.parent_path());
+#ifndef _WIN32
+  const std::string tmp = path + ".tmp" + std::to_string(::getpid());
+#else
+  const std::string tmp = path + ".tmp";
+#endif
+  try {
+    root.save_to(tmp);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+  std::error_code ec;
+  fs::rename(tmp, target, ec);
+  SIMMIM_CHECK(!ec, api, "path", "a writable location", "'" + path + "' (" + ec.message() + ")");
+}
+
+namespace detail {
+
+inline torch::serialize::InputArchive open_checkpoint(const std::string& path, const char* api,
+                                                      c10::optional<c10::Device> device) {
+  SIMMIM_CHECK(std::filesystem::is_regular_file(path), api, "path", "an existing checkpoint file", "'" + path + "'");
+  torch::serialize::InputArchive root;
+  root.load_from(path, device);
+  c10::IValue v;
+  SIMMIM_CHECK(root.try_read("format", v) && v.isInt(), api, "path", "a simmim checkpoint (save_checkpoint)",
+               "'" + path + "' without a format entry");
+  SIMMIM_CHECK(v.toInt() == kCheckpointFormat, api, "the checkpoint format",
+               std::to_string(kCheckpointFormat), v.toInt());
+  return root;
+}
+
+}  // namespace detail
+
+// Restores every non-null part of `parts` from `path` and returns the step it was saved at. Build the
+// model and optimizer exactly as for the saved run first (same groups, same order). `device`: where the
+// tensors go (default: where they were saved).
+inline int64_t load_checkpoint(const std::string& path, const CheckpointParts& parts,
+                               c10::optional<c10::Device> device = c10::nullopt) {
+  constexpr const char* api = "simmim::load_checkpoint";
+  auto root = detail::open_checkpoint(path, api, device);
+  c10::IValue v;
+  root.read("step", v);
+  const int64_t step = v.toInt();
+  auto section = [&](const char* name) {
+    torch::serialize::InputArchive a;
+    SIMMIM_CHECK(root.try_read(name, a), api, "the checkpoint", std::string("a '") + name + "' section",
+                 "'" + path + "' without one");
+    return a;
+  };
+  if (parts.model) {
+    auto a = section("model");
+    parts.model->load(a);
+  }
+  if (parts.optimizer) {
+    auto a = section("optimizer");
+    parts.optimizer->load(a);
+  }
+  if (parts.schedule) {
+    auto a = section("schedule");
+    parts.schedule->load(a);
+  }
+  if (parts.scaler) {
+    auto a = section("scaler");
+    parts.scaler->load(a);
+  }
+  auto rng = section("rng");
+  for (const auto& g : parts.generators) {
+    at::Tensor state;
+    SIMMIM_CHECK(rng.try_read(g.first, state), api, "generator '" + g.first + "'", "saved in the checkpoint",
+                 "'" + path + "' without it");
+    // Generator states are CPU byte tensors whatever `device` the rest was mapped to.
+    detail::set_generator_state(g.second, state.cpu());
+  }
+  if (parts.global_rng) {
+    at::Tensor state;
+    if (rng.try_read("@cpu", state)) detail::set_generator_state(at::detail::getDefaultCPUGenerator(), state.cpu());
+    const int64_t n = detail::cuda_generator_count();
+    for (int64_t i = 0; i < n; ++i) {
+      at::Tensor s;
+      if (rng.try_read("@cuda" + std::to_string(i), s))
+        detail::set_generator_state(at::globalContext().defaultGenerator(
+                                        c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(i))),
+                                    s.cpu());
+    }
+  }
+  return step;
+}
+
+// The step and metadata of a checkpoint, without loading anything else.
+inline std::pair<int64_t, std::string> read_checkpoint_info(const std::string& path) {
+  auto root = detail::open_checkpoint(path, "simmim::read_checkpoint_info", c10::Device(c10::kCPU));
+  c10::IValue step, meta;
+  root.read("step", step);
+  root.read("metadata", meta);
+  return {step.toInt(), meta.toStringRef()};
+}
+
+// Loads `module` from the submodule at dotted path `submodule` of the checkpoint's model ("" = the whole
+// model; "encoder" = a pretraining model's encoder, for probes and fine-tuning).
+inline void load_module_from_checkpoint(const std::string& path, torch::nn::Module& module,
+                                        const std::string& submodule = "",
+                                        c10::optional<c10::Device> device = c10::nullopt) {
+  constexpr const char* api = "simmim::load_module_from_checkpoint";
+  auto root = detail::open_checkpoint(path, api, device);
+  torch::serialize::InputArchive cur;
+  root.read("model", cur);
+  std::string walked = "model";
+  size_t start = 0;
+  while (start < submodule.size()) {
+    const size_t dot = submodule.find('.', start);
+    const std::string part = submodule.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    torch::serialize::InputArchive next;
+    SIMMIM_CHECK(cur.try_read(part, next), api, "submodule", "a child of the saved " + walked,
+                 "'" + submodule + "' (no '" + part + "')");
+    cur = std::move(next);
+    walked += "." + part;
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  module.load(cur);
+}
+
+SIMMIM_NAMESPACE_END
