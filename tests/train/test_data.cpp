@@ -1,0 +1,265 @@
+#include <catch2/catch_approx.hpp>
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
+
+#include <torch/torch.h>
+#include <zlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "simmim/train/batch_loader.hpp"
+#include "simmim/train/fashion_mnist.hpp"
+#include "simmim/train/image_folder.hpp"
+#include "simmim/train/image_grid.hpp"
+#include "simmim/train/image_transform.hpp"
+#include "simmim/train/labeled_images.hpp"
+
+using Catch::Approx;
+using Catch::Matchers::ContainsSubstring;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path scratch_dir(const std::string& name) {
+  auto d = fs::temp_directory_path() / ("simmim_test_train_" + std::to_string(::getpid())) / name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+torch::Tensor random_u8(std::vector<int64_t> shape, uint64_t seed) {
+  return torch::randint(0, 256, shape, simmim::make_generator(seed), torch::kLong).to(torch::kByte);
+}
+
+}  // namespace
+
+TEST_CASE("gunzip_file unpacks, and explains a bad file", "[train][data]") {
+  const auto dir = scratch_dir("gz");
+  const std::string gz = (dir / "x.gz").string();
+  std::string payload;
+  for (int i = 0; i < 200000; ++i) payload.push_back(static_cast<char>((i * 7919) % 251));
+  gzFile f = gzopen(gz.c_str(), "wb");
+  REQUIRE(f != nullptr);
+  REQUIRE(gzwrite(f, payload.data(), static_cast<unsigned>(payload.size())) == static_cast<int>(payload.size()));
+  gzclose(f);
+  simmim::gunzip_file(gz, (dir / "x").string());
+  std::ifstream in(dir / "x", std::ios::binary);
+  std::string back((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  REQUIRE(back == payload);
+
+  // A truncated gzip stream is an error, and leaves no output behind.
+  std::string bytes;
+  {
+    std::ifstream g(gz, std::ios::binary);
+    bytes.assign((std::istreambuf_iterator<char>(g)), std::istreambuf_iterator<char>());
+  }
+  std::ofstream((dir / "cut.gz"), std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
+  REQUIRE_THROWS_WITH(simmim::gunzip_file((dir / "cut.gz").string(), (dir / "cut").string()),
+                      ContainsSubstring("gz must be a valid gzip file"));
+  REQUIRE_FALSE(fs::exists(dir / "cut"));
+  REQUIRE_THROWS_WITH(simmim::gunzip_file((dir / "nope.gz").string(), (dir / "n").string()),
+                      ContainsSubstring("gz must be a readable gzip file"));
+}
+
+TEST_CASE("Fashion-MNIST from the Debian package, unpacked once", "[train][data]") {
+  const auto dir = scratch_dir("fmnist");
+  REQUIRE_THROWS_WITH(simmim::prepare_fashion_mnist(simmim::FashionMnistOptions().source_dir((dir / "none").string())),
+                      ContainsSubstring("apt install dataset-fashion-mnist"));
+  simmim::FashionMnistOptions opts;
+  if (!fs::exists(fs::path(opts.source_dir()) / "t10k-images-idx3-ubyte.gz"))
+    SKIP("dataset-fashion-mnist is not installed");
+  opts.cache_dir((dir / "cache").string());
+  auto test = simmim::load_fashion_mnist(/*train=*/false, opts);
+  REQUIRE(test.images.sizes() == torch::IntArrayRef({10000, 1, 28, 28}));
+  REQUIRE(test.labels.scalar_type() == torch::kLong);
+  REQUIRE(test.images.min().item<float>() >= 0.0f);
+  REQUIRE(test.images.max().item<float>() <= 1.0f);
+  // The test split is balanced: 1000 images per class.
+  REQUIRE(torch::equal(torch::bincount(test.labels), torch::full({10}, 1000, torch::kLong)));
+  const auto stamp = fs::last_write_time(dir / "cache" / "t10k-images-idx3-ubyte");
+  simmim::prepare_fashion_mnist(opts);
+  REQUIRE(fs::last_write_time(dir / "cache" / "t10k-images-idx3-ubyte") == stamp);
+  REQUIRE(simmim::take_first(test, 5).size() == 5);
+}
+
+TEST_CASE("PNG write and image read round-trip", "[train][image]") {
+  const auto dir = scratch_dir("png");
+  auto rgb = random_u8({3, 5, 7}, 1);
+  simmim::write_png((dir / "rgb.png").string(), rgb);
+  REQUIRE(torch::equal(simmim::read_image((dir / "rgb.png").string(), 3), rgb));
+  auto gray = random_u8({1, 4, 9}, 2);
+  simmim::write_png((dir / "gray.png").string(), gray);
+  REQUIRE(torch::equal(simmim::read_image((dir / "gray.png").string(), 1), gray));
+  // Gray files read as RGB repeat the channel.
+  REQUIRE(torch::equal(simmim::read_image((dir / "gray.png").string(), 3), gray.expand({3, 4, 9})));
+  // Floats in [0, 1] map to 0..255, clamped.
+  simmim::write_png((dir / "f.png").string(), torch::tensor({-1.0f, 0.0f, 0.5f, 2.0f}).reshape({2, 2}));
+  REQUIRE(torch::equal(simmim::read_image((dir / "f.png").string(), 1).flatten(),
+                       torch::tensor({0, 0, 128, 255}, torch::kByte)));
+  REQUIRE_THROWS_WITH(simmim::write_png((dir / "x.png").string(), torch::zeros({2, 4, 4})),
+                      ContainsSubstring("1, 3 or 4 channels"));
+  std::ofstream(dir / "bad.png") << "not a png";
+  REQUIRE_THROWS_WITH(simmim::read_image((dir / "bad.png").string()), ContainsSubstring("an image stb_image can decode"));
+}
+
+TEST_CASE("image grids: layout, and the original | masked | reconstruction rows", "[train][image]") {
+  auto a = torch::full({2, 1, 4, 4}, 0.25);
+  auto b = torch::full({3, 3, 4, 4}, 0.75);
+  auto g = simmim::make_image_grid({a, b}, /*padding=*/1, /*pad_value=*/0.0);
+  REQUIRE(g.sizes() == torch::IntArrayRef({3, 2 * 5 + 1, 3 * 5 + 1}));
+  REQUIRE(g[0][1][1].item<float>() == 0.25f);   // row 0, tile 0
+  REQUIRE(g[2][6][11].item<float>() == 0.75f);  // row 1, tile 2, gray broadcast to 3 channels above
+  REQUIRE(g[1][1][11].item<float>() == 0.0f);   // row 0 has 2 tiles: padding
+  REQUIRE(g[0][0][0].item<float>() == 0.0f);
+  REQUIRE_THROWS_WITH(simmim::make_image_grid({a, torch::zeros({1, 1, 5, 4})}), ContainsSubstring("first row's size"));
+
+  // mask cells of 2x2 pixels on a 4x6 image.
+  auto mask = torch::zeros({1, 2, 3}, torch::kBool);
+  mask[0][1][2] = true;
+  auto px = simmim::mask_to_pixels(mask, {4, 6});
+  REQUIRE(px.sizes() == torch::IntArrayRef({1, 1, 4, 6}));
+  REQUIRE(px.sum().item<float>() == 4.0f);
+  REQUIRE(px[0][0][3][5].item<float>() == 1.0f);
+  REQUIRE_THROWS_WITH(simmim::mask_to_pixels(mask, {5, 6}), ContainsSubstring("a grid that divides the image"));
+
+  // Normalized images come back denormalized; masked cells are gray; the reconstruction keeps visible pixels.
+  const double mean = 0.5, stdv = 0.25;
+  auto img = (torch::full({1, 1, 4, 6}, 0.9) - mean) / stdv;
+  auto rec = (torch::full({1, 1, 4, 6}, 0.1) - mean) / stdv;
+  auto grid = simmim::make_reconstruction_grid(
+      img, mask, rec, simmim::ReconstructionGridOptions().mean({mean}).stddev({stdv}).padding(0).masked_value(0.5));
+  REQUIRE(grid.sizes() == torch::IntArrayRef({1, 12, 6}));
+  REQUIRE(grid[0][0][0].item<float>() == Approx(0.9));   // original
+  REQUIRE(grid[0][4][0].item<float>() == Approx(0.9));   // masked row, visible
+  REQUIRE(grid[0][7][5].item<float>() == Approx(0.5));   // masked row, masked cell
+  REQUIRE(grid[0][8][0].item<float>() == Approx(0.9));   // reconstruction row, visible pasted
+  REQUIRE(grid[0][11][5].item<float>() == Approx(0.1));  // reconstruction row, predicted
+  const auto dir = scratch_dir("grid");
+  simmim::write_reconstruction_grid((dir / "g.png").string(), img, mask, rec,
+                                    simmim::ReconstructionGridOptions().mean({mean}).stddev({stdv}));
+  REQUIRE(simmim::read_image((dir / "g.png").string(), 1).sizes() == torch::IntArrayRef({1, 3 * 6 + 2, 6 + 4}));
+}
+
+TEST_CASE("image folder: classes from subfolders, or one unlabeled class", "[train][image]") {
+  const auto dir = scratch_dir("folder");
+  fs::create_directories(dir / "b_cat" / "nested");
+  fs::create_directories(dir / "a_dog");
+  fs::create_directories(dir / "empty");
+  simmim::write_png((dir / "b_cat" / "1.png").string(), random_u8({3, 8, 10}, 3));
+  simmim::write_png((dir / "b_cat" / "nested" / "2.PNG").string(), random_u8({1, 12, 6}, 4));
+  simmim::write_png((dir / "a_dog" / "x.png").string(), random_u8({3, 9, 9}, 5));
+  std::ofstream(dir / "a_dog" / "notes.txt") << "skip me";
+  simmim::ImageFolder folder(dir.string());
+  REQUIRE(folder.classes() == std::vector<std::string>{"a_dog", "b_cat"});
+  REQUIRE(folder.size() == 3);
+  REQUIRE(folder.label(0) == 0);
+  REQUIRE(folder.label(2) == 1);
+  REQUIRE(folder.load(2).sizes() == torch::IntArrayRef({3, 12, 6}));  // gray converted to RGB
+  REQUIRE_THROWS_WITH(folder.load(3), ContainsSubstring("index must be in [0, 3)"));
+
+  auto batches = simmim::make_batch_fn(std::make_shared<const simmim::ImageFolder>(folder),
+                                       std::make_shared<const simmim::ImageTransform>(
+                                           simmim::ImageTransformOptions().size({8, 12})));
+  auto b = batches({0, 1, 2}, 11);
+  REQUIRE(b.images.sizes() == torch::IntArrayRef({3, 3, 8, 12}));
+  REQUIRE(torch::equal(b.labels, torch::tensor({0, 1, 1}, torch::kLong)));
+  REQUIRE(torch::equal(batches({0, 1, 2}, 11).images, b.images));  // same seed, same augmentation
+
+  const auto flat = scratch_dir("flat");
+  simmim::write_png((flat / "a.png").string(), random_u8({3, 4, 4}, 6));
+  simmim::ImageFolder one(flat.string());
+  REQUIRE(one.classes() == std::vector<std::string>{"."});
+  REQUIRE(one.size() == 1);
+  REQUIRE_THROWS_WITH(simmim::ImageFolder((dir / "empty").string()), ContainsSubstring("a folder with images"));
+  REQUIRE_THROWS_WITH(simmim::ImageFolder((dir / "missing").string()), ContainsSubstring("root must be a directory"));
+}
+
+TEST_CASE("image transform: crop bounds, flip, normalization, seeded", "[train][image]") {
+  auto gen = simmim::make_generator(3);
+  {
+    simmim::ScalarRng rng(gen);
+    for (int i = 0; i < 500; ++i) {
+      const auto b = simmim::sample_resized_crop({20, 31}, rng, {0.08, 1.0}, {0.75, 4.0 / 3.0});
+      REQUIRE(b.height > 0);
+      REQUIRE(b.width > 0);
+      REQUIRE(b.top + b.height <= 20);
+      REQUIRE(b.left + b.width <= 31);
+    }
+  }
+  auto img = torch::rand({3, 16, 16}, simmim::make_generator(1));
+  // Flip always, no crop, no normalization: exactly the mirror image.
+  simmim::ImageTransform flip(
+      simmim::ImageTransformOptions().size(16).random_crop(false).hflip(1.0).mean({}).stddev({}));
+  REQUIRE(torch::equal(flip(img), img.flip({2})));
+  // Eval: resize + normalize, no randomness.
+  simmim::ImageTransform eval(simmim::ImageTransformOptions::eval(16, {0.5}, {0.5}));
+  REQUIRE(torch::allclose(eval(img), (img - 0.5) / 0.5));
+  REQUIRE(eval(img).sizes() == img.sizes());
+  // uint8 input is scaled to [0, 1] first.
+  auto u8 = random_u8({1, 6, 6}, 9);
+  simmim::ImageTransform plain(simmim::ImageTransformOptions::eval(6, {}, {}));
+  REQUIRE(torch::allclose(plain(u8), u8.to(torch::kFloat) / 255.0));
+  // Training transform: seeded, and different seeds differ.
+  simmim::ImageTransform train(simmim::ImageTransformOptions().size({8, 10}));
+  auto a = train(img, simmim::make_generator(5));
+  REQUIRE(a.sizes() == torch::IntArrayRef({3, 8, 10}));
+  REQUIRE(torch::equal(a, train(img, simmim::make_generator(5))));
+  REQUIRE_FALSE(torch::equal(a, train(img, simmim::make_generator(6))));
+  REQUIRE_THROWS_AS(simmim::ImageTransform(simmim::ImageTransformOptions().scale_min(0.0)), c10::ValueError);
+  REQUIRE_THROWS_WITH(simmim::normalize_image(img, {0.1, 0.2}, {1.0, 1.0}), ContainsSubstring("one value per channel"));
+}
+
+TEST_CASE("batch loader: same batches whatever the workers, resumable, every item once per epoch",
+          "[train][loader]") {
+  const int64_t N = 50;
+  simmim::LabeledImages data{torch::arange(N, torch::kFloat).reshape({N, 1, 1, 1}).expand({N, 1, 2, 2}).contiguous(),
+                             torch::arange(N, torch::kLong)};
+  auto augment = std::make_shared<const simmim::ImageTransform>(
+      simmim::ImageTransformOptions().size(2).random_crop(false).hflip(0.5).mean({}).stddev({}));
+  auto fn = simmim::make_batch_fn(data, augment);
+  auto opts = simmim::BatchLoaderOptions().batch_size(8).seed(17);
+
+  auto collect = [&](int64_t workers, int64_t start, int64_t count) {
+    simmim::BatchLoader loader(N, fn, simmim::BatchLoaderOptions(opts).workers(workers), start);
+    std::vector<simmim::Batch> out;
+    for (int64_t i = 0; i < count; ++i) out.push_back(loader.next());
+    return out;
+  };
+  const auto ref = collect(0, 0, 20);
+  for (int64_t w : {1, 3}) {
+    const auto got = collect(w, 0, 20);
+    for (size_t i = 0; i < ref.size(); ++i) {
+      REQUIRE(got[i].step == static_cast<int64_t>(i));
+      REQUIRE(torch::equal(got[i].labels, ref[i].labels));
+      REQUIRE(torch::equal(got[i].images, ref[i].images));
+    }
+  }
+  const auto resumed = collect(2, 13, 7);
+  for (size_t i = 0; i < resumed.size(); ++i) REQUIRE(torch::equal(resumed[i].images, ref[13 + i].images));
+
+  // 6 batches per epoch (drop_last); each epoch a permutation, epochs shuffled differently.
+  simmim::BatchLoader loader(N, fn, opts);
+  REQUIRE(loader.batches_per_epoch() == 6);
+  std::set<int64_t> seen;
+  for (int64_t s = 0; s < 6; ++s)
+    for (int64_t i : loader.indices_for(s)) REQUIRE(seen.insert(i).second);
+  REQUIRE(seen.size() == 48);
+  REQUIRE(loader.indices_for(0) != loader.indices_for(6));
+  REQUIRE(ref[6].epoch == 1);
+  REQUIRE(simmim::BatchLoader(N, fn, simmim::BatchLoaderOptions(opts).drop_last(false).shuffle(false))
+              .indices_for(6) == std::vector<int64_t>{48, 49});
+
+  // A throwing batch function surfaces in next(), in order.
+  simmim::BatchLoader bad(
+      N,
+      [](const std::vector<int64_t>& idx, uint64_t) -> simmim::Batch {
+        TORCH_CHECK(idx.front() != 8, "broken item");
+        return {torch::zeros({1}), torch::Tensor()};
+      },
+      simmim::BatchLoaderOptions().batch_size(8).shuffle(false).workers(2));
+  REQUIRE_NOTHROW(bad.next());
+  REQUIRE_THROWS_WITH(bad.next(), ContainsSubstring("broken item"));
+  REQUIRE_THROWS_AS(simmim::BatchLoader(N, fn, simmim::BatchLoaderOptions().batch_size(0)), c10::ValueError);
+}
