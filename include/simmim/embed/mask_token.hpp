@@ -1,0 +1,62 @@
+#pragma once
+// SimMIM's mask-token mixing: right after patch embedding (before position embeddings and CLS), masked
+// tokens are replaced by one learnable token: x * (1 - w) + token * w, w the per-token mask weight.
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/pimpl.h>
+
+#include <ostream>
+
+#include "simmim/core/check.hpp"
+#include "simmim/core/init.hpp"
+#include "simmim/core/shape.hpp"
+#include "simmim/embed/token_ids.hpp"
+
+SIMMIM_NAMESPACE_BEGIN
+
+struct MaskTokenMixerOptions {
+  /* implicit */ MaskTokenMixerOptions(int64_t embed_dim = 768) : embed_dim_(embed_dim) {}  // NOLINT
+  // Token width D.
+  TORCH_ARG(int64_t, embed_dim);
+  // Init std of the token (trunc-normal, SimMIM's 0.02).
+  TORCH_ARG(double, init_std) = 0.02;
+};
+
+// Holds the parameter "mask_token" [1, 1, D] (trainers exclude it from weight decay by that name).
+class MaskTokenMixerImpl : public torch::nn::Cloneable<MaskTokenMixerImpl> {
+ public:
+  explicit MaskTokenMixerImpl(MaskTokenMixerOptions options_ = {}) : options(std::move(options_)) { reset(); }
+
+  void reset() override {
+    constexpr const char* api = "simmim::MaskTokenMixer";
+    SIMMIM_CHECK_VALUE(options.embed_dim() > 0, api, "embed_dim", "positive", options.embed_dim());
+    SIMMIM_CHECK_VALUE(options.init_std() > 0, api, "init_std", "positive", options.init_std());
+    mask_token = register_parameter("mask_token", at::empty({1, 1, options.embed_dim()}));
+    trunc_normal_(mask_token, 0.0, options.init_std());
+  }
+
+  void pretty_print(std::ostream& os) const override {
+    os << "simmim::MaskTokenMixer(embed_dim=" << options.embed_dim() << ")";
+  }
+
+  // tokens [B, L, D] with L = grid.area(); mask [B, h, w] or [B, L]: bool/uint8 (true = masked) or
+  // floating weights in [0, 1]. Unmasked tokens (w = 0) come out unchanged.
+  at::Tensor forward(const at::Tensor& tokens, const at::Tensor& mask, Size2d grid) {
+    constexpr const char* api = "simmim::MaskTokenMixer::forward";
+    SIMMIM_CHECK(
+        tokens.defined() && tokens.dim() == 3 && tokens.size(1) == grid.area() && tokens.size(2) == options.embed_dim(),
+        api, "tokens",
+        "[B, L, D] with L = " + std::to_string(grid.area()) + ", D = " + std::to_string(options.embed_dim()),
+        describe(tokens));
+    const at::Tensor w =
+        flatten_token_mask(mask, tokens.size(0), grid, api).to(tokens.device(), tokens.scalar_type()).unsqueeze(-1);
+    return tokens * (1 - w) + mask_token * w;
+  }
+
+  MaskTokenMixerOptions options;
+  at::Tensor mask_token;
+};
+
+TORCH_MODULE(MaskTokenMixer);
+
+SIMMIM_NAMESPACE_END

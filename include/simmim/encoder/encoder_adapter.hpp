@@ -1,0 +1,55 @@
+#pragma once
+// The encoder interface the SimMIM model needs, so that any user torch::nn::Module can be pretrained:
+// derive from both torch::nn::Module (usually through Cloneable) and EncoderAdapter, and answer four
+// questions about the feature map. The ViT here implements it too; docs/encoders.md has a CNN example.
+
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "simmim/core/check.hpp"
+#include "simmim/core/shape.hpp"
+
+SIMMIM_NAMESPACE_BEGIN
+
+class EncoderAdapter {
+ public:
+  virtual ~EncoderAdapter() = default;
+
+  // images [B, in_channels(), H, W]; mask [B, H / patch_size(), W / patch_size()] (bool or uint8, true =
+  // masked; or floating weights in [0, 1]), or an undefined tensor for no masking. The encoder hides the
+  // masked patches from itself (SimMIM: mask-token mixing right after its patch embedding) and returns
+  // the feature map [B, out_channels(), H / stride(), W / stride()].
+  virtual at::Tensor forward_features(const at::Tensor& images, const at::Tensor& mask) = 0;
+
+  // Image channels the encoder reads (and the SimMIM head reconstructs).
+  virtual int64_t in_channels() const = 0;
+  // Pixels per mask cell: the resolution of the patch embedding, the one the mask comes at.
+  virtual int64_t patch_size() const = 0;
+  // Pixels per feature-map cell (16 for ViT-B/16, 32 for Swin).
+  virtual int64_t stride() const = 0;
+  // Channels C of the feature map.
+  virtual int64_t out_channels() const = 0;
+};
+
+// True for the types the SimMIM model accepts as an encoder: a torch::nn::Module that is an EncoderAdapter.
+template <typename T>
+inline constexpr bool is_encoder_module_v =
+    std::is_base_of_v<torch::nn::Module, T>&& std::is_base_of_v<EncoderAdapter, T>;
+
+// Checks what an adapter returned: a feature map [B, out_channels(), H / stride(), W / stride()].
+inline void check_feature_map(const EncoderAdapter& encoder, const at::Tensor& images, const at::Tensor& features,
+                              const char* api) {
+  const int64_t s = encoder.stride();
+  const std::vector<int64_t> expected{images.size(0), encoder.out_channels(), images.size(2) / s, images.size(3) / s};
+  SIMMIM_CHECK(
+      features.defined() && features.sizes() == at::IntArrayRef(expected), api,
+      "the encoder's forward_features() result",
+      "[B, out_channels, H / stride, W / stride] = " + shape_str(expected) + " for images " + shape_str(images),
+      describe(features));
+}
+
+SIMMIM_NAMESPACE_END

@@ -1,0 +1,242 @@
+#pragma once
+// Vision Transformer encoder (pre-norm blocks) with the two masking modes of MIM pretraining:
+// SimMIM (masked patches become the mask token, every position enters the blocks) and MAE (only the
+// kept tokens, chosen by ids_keep, enter). It is an EncoderAdapter, and features() serves downstream use.
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/pimpl.h>
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "simmim/core/check.hpp"
+#include "simmim/core/shape.hpp"
+#include "simmim/embed/mask_token.hpp"
+#include "simmim/embed/patch_embed.hpp"
+#include "simmim/embed/pos_embed.hpp"
+#include "simmim/embed/token_ids.hpp"
+#include "simmim/encoder/encoder_adapter.hpp"
+#include "simmim/encoder/transformer_block.hpp"
+
+SIMMIM_NAMESPACE_BEGIN
+
+// How features() pools the tokens into one embedding per image.
+enum class FeaturePool {
+  kMean,  // mean of the patch tokens (MAE's global pool for fine-tuning)
+  kCls,   // the CLS token (needs cls_token)
+};
+
+struct VisionTransformerOptions {
+  VisionTransformerOptions(Size2d img_size = Size2d(224), int64_t patch_size = 16, int64_t embed_dim = 768,
+                           int64_t depth = 12, int64_t num_heads = 12)
+      : img_size_(img_size), patch_size_(patch_size), embed_dim_(embed_dim), depth_(depth), num_heads_(num_heads) {}
+
+  // Presets: ViT-Ti/S/B (DeiT's widths), and a small one for 28 x 28 single-channel images
+  // (Fashion-MNIST): patch 7 (a 4 x 4 grid), width 128, depth 4, 4 heads; it pretrains on 2 CPU cores.
+  static VisionTransformerOptions tiny(Size2d img_size = Size2d(224), int64_t patch_size = 16) {
+    return VisionTransformerOptions(img_size, patch_size, 192, 12, 3);
+  }
+  static VisionTransformerOptions small(Size2d img_size = Size2d(224), int64_t patch_size = 16) {
+    return VisionTransformerOptions(img_size, patch_size, 384, 12, 6);
+  }
+  static VisionTransformerOptions base(Size2d img_size = Size2d(224), int64_t patch_size = 16) {
+    return VisionTransformerOptions(img_size, patch_size, 768, 12, 12);
+  }
+  static VisionTransformerOptions mnist() { return VisionTransformerOptions(Size2d(28), 7, 128, 4, 4).in_chans(1); }
+
+  // Image size (H, W) the position table is built for; non-square is fine.
+  TORCH_ARG(Size2d, img_size);
+  // Patch side p; must divide H and W.
+  TORCH_ARG(int64_t, patch_size);
+  // Token width D.
+  TORCH_ARG(int64_t, embed_dim);
+  // Number of transformer blocks.
+  TORCH_ARG(int64_t, depth);
+  // Attention heads (D must be a multiple).
+  TORCH_ARG(int64_t, num_heads);
+  // Image channels.
+  TORCH_ARG(int64_t, in_chans) = 3;
+  // MLP hidden width = int(D * mlp_ratio).
+  TORCH_ARG(double, mlp_ratio) = 4.0;
+  // Bias on the qkv projection.
+  TORCH_ARG(bool, qkv_bias) = true;
+  // Stochastic depth: block i drops its branches with probability drop_path_rate * i / (depth - 1).
+  TORCH_ARG(double, drop_path_rate) = 0.0;
+  // LayerScale initial value (0.1 in SimMIM's ViT-B recipe); 0 disables LayerScale.
+  TORCH_ARG(double, layer_scale_init) = 0.0;
+  // Position embedding: learned (SimMIM / timm) or MAE's fixed sin-cos.
+  TORCH_ARG(PosEmbedKind, pos_embed) = PosEmbedKind::kLearned;
+  // A CLS token in front of the patch tokens (both references have one).
+  TORCH_ARG(bool, cls_token) = true;
+  // The learnable mask token of SimMIM mode ("mask_mixer.mask_token"); MAE mode does not need it.
+  TORCH_ARG(bool, mask_token) = true;
+  // LayerNorm after the patch projection (off in ViT).
+  TORCH_ARG(bool, patch_norm) = false;
+  // LayerNorm epsilon of the blocks and the final norm.
+  TORCH_ARG(double, norm_eps) = 1e-6;
+  // Pooling of features().
+  TORCH_ARG(FeaturePool, pool) = FeaturePool::kMean;
+  // Weight init: trunc-normal 0.02 (SimMIM / timm) or xavier (MAE).
+  TORCH_ARG(WeightInit, weight_init) = WeightInit::kTruncNormal;
+  // Attention kernel (kMath forces the exact path).
+  TORCH_ARG(AttentionBackend, attention) = AttentionBackend::kAuto;
+  // Generator of the DropPath draws (global default when unset).
+  TORCH_ARG(c10::optional<at::Generator>, generator) = c10::nullopt;
+};
+
+// What downstream heads read: patch tokens [B, L, D] after the final norm, one pooled embedding [B, D].
+struct EncoderFeatures {
+  at::Tensor patch_tokens;
+  at::Tensor pooled;
+  Size2d grid;
+};
+
+// Submodules: "patch_embed", "mask_mixer" (if mask_token), "pos" (parameters "pos.pos_embed",
+// "pos.cls_token"), "blocks" (0..depth-1), "norm". Names inside blocks follow timm.
+class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>, public EncoderAdapter {
+ public:
+  explicit VisionTransformerImpl(VisionTransformerOptions options_ = {}) : options(std::move(options_)) { reset(); }
+
+  void reset() override {
+    constexpr const char* api = "simmim::VisionTransformer";
+    const auto& o = options;
+    SIMMIM_CHECK_VALUE(o.depth() >= 0, api, "depth", ">= 0", o.depth());
+    SIMMIM_CHECK_VALUE(o.drop_path_rate() >= 0.0 && o.drop_path_rate() < 1.0, api, "drop_path_rate", "in [0, 1)",
+                       o.drop_path_rate());
+    SIMMIM_CHECK_VALUE(o.pool() != FeaturePool::kCls || o.cls_token(), api, "pool",
+                       "kMean when there is no CLS token (cls_token(false))", "kCls");
+    grid_ = patch_grid(o.img_size(), o.patch_size(), api, "img_size");
+    patch_embed = register_module(
+        "patch_embed", PatchEmbed(PatchEmbedOptions(o.in_chans(), o.embed_dim(), o.patch_size()).norm(o.patch_norm())));
+    if (o.mask_token()) {
+      mask_mixer = register_module("mask_mixer", MaskTokenMixer(MaskTokenMixerOptions(o.embed_dim())));
+    } else {
+      mask_mixer = nullptr;
+    }
+    pos = register_module(
+        "pos",
+        PositionEmbedding(PositionEmbeddingOptions(o.embed_dim(), grid_).kind(o.pos_embed()).cls_token(o.cls_token())));
+    blocks = register_module("blocks", torch::nn::ModuleList());
+    for (int64_t i = 0; i < o.depth(); ++i) {
+      const double dpr =
+          o.depth() > 1 ? o.drop_path_rate() * static_cast<double>(i) / static_cast<double>(o.depth() - 1) : 0.0;
+      TransformerBlock block(TransformerBlockOptions(o.embed_dim(), o.num_heads())
+                                 .mlp_ratio(o.mlp_ratio())
+                                 .qkv_bias(o.qkv_bias())
+                                 .drop_path(dpr)
+                                 .layer_scale_init(o.layer_scale_init())
+                                 .norm_eps(o.norm_eps())
+                                 .attention(o.attention())
+                                 .generator(o.generator()));
+      blocks->push_back(block);
+    }
+    norm =
+        register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.embed_dim()}).eps(o.norm_eps())));
+    init_transformer_weights(*this, o.weight_init());
+  }
+
+  void pretty_print(std::ostream& os) const override {
+    os << "simmim::VisionTransformer(img_size=" << options.img_size() << ", patch_size=" << options.patch_size()
+       << ", embed_dim=" << options.embed_dim() << ", depth=" << options.depth()
+       << ", num_heads=" << options.num_heads() << ", pos_embed=" << to_string(options.pos_embed())
+       << ", cls_token=" << (options.cls_token() ? "true" : "false") << ")";
+  }
+
+  // The patch grid (h, w) of img_size; L = grid().area().
+  Size2d grid() const { return grid_; }
+  int64_t num_patches() const { return grid_.area(); }
+  // Leading non-patch tokens in forward()'s output (1 with a CLS token).
+  int64_t num_prefix_tokens() const { return options.cls_token() ? 1 : 0; }
+
+  // Plain or SimMIM mode. images [B, C, H, W] at img_size; mask (optional) [B, h, w] or [B, L], bool /
+  // uint8 (true = masked) or floating weights. Returns every token after the final norm: [B, (1+)L, D].
+  at::Tensor forward(const at::Tensor& images, const at::Tensor& mask = {}) {
+    constexpr const char* api = "simmim::VisionTransformer::forward";
+    at::Tensor x = embed(images, api);
+    if (mask.defined()) {
+      SIMMIM_CHECK(!mask_mixer.is_empty(), api, "options.mask_token", "true to take a mask (SimMIM mode)",
+                   "false (this encoder was built without a mask token; use forward_visible for MAE mode)");
+      x = mask_mixer(x, mask, grid_);
+    }
+    return run_blocks(pos(x));
+  }
+
+  // MAE mode: only the patches ids_keep [B, len_keep] (int64, in [0, L)) enter the blocks, after their
+  // position embedding. Returns [B, (1+)len_keep, D].
+  at::Tensor forward_visible(const at::Tensor& images, const at::Tensor& ids_keep) {
+    constexpr const char* api = "simmim::VisionTransformer::forward_visible";
+    at::Tensor x = embed(images, api);
+    SIMMIM_CHECK(ids_keep.defined() && ids_keep.dim() == 2 && ids_keep.size(0) == x.size(0) && ids_keep.size(1) >= 1 &&
+                     ids_keep.size(1) <= grid_.area() && ids_keep.scalar_type() == at::kLong,
+                 api, "ids_keep",
+                 "an int64 tensor [B, len_keep] with B = " + std::to_string(x.size(0)) +
+                     ", 1 <= len_keep <= L = " + std::to_string(grid_.area()),
+                 describe(ids_keep));
+    SIMMIM_CHECK(ids_keep.min().item<int64_t>() >= 0 && ids_keep.max().item<int64_t>() < grid_.area(), api, "ids_keep",
+                 "token indices in [0, " + std::to_string(grid_.area()) + ")", "min ", ids_keep.min().item<int64_t>(),
+                 ", max ", ids_keep.max().item<int64_t>());
+    x = gather_tokens(pos->add_to_patches(x), ids_keep.to(x.device()));
+    return run_blocks(pos->prepend_cls(x));
+  }
+
+  // EncoderAdapter: the patch tokens as a feature map [B, D, h, w] (stride = patch size).
+  at::Tensor forward_features(const at::Tensor& images, const at::Tensor& mask) override {
+    return tokens_to_map(forward(images, mask).narrow(1, num_prefix_tokens(), grid_.area()));
+  }
+  int64_t in_channels() const override { return options.in_chans(); }
+  int64_t patch_size() const override { return options.patch_size(); }
+  int64_t stride() const override { return options.patch_size(); }
+  int64_t out_channels() const override { return options.embed_dim(); }
+
+  // Downstream use (linear probe, fine-tuning): patch tokens and the pooled embedding of options.pool.
+  // A mask (optional) applies SimMIM mode, e.g. to probe what the encoder makes of hidden patches.
+  EncoderFeatures features(const at::Tensor& images, const at::Tensor& mask = {}) {
+    const at::Tensor tokens = forward(images, mask);
+    at::Tensor patches = tokens.narrow(1, num_prefix_tokens(), grid_.area());
+    at::Tensor pooled = options.pool() == FeaturePool::kCls ? tokens.select(1, 0) : patches.mean(1);
+    return {patches, pooled, grid_};
+  }
+
+  // [B, L, D] -> [B, D, h, w].
+  at::Tensor tokens_to_map(const at::Tensor& patches) const {
+    return patches.transpose(1, 2).reshape({patches.size(0), patches.size(2), grid_.h, grid_.w});
+  }
+
+  VisionTransformerOptions options;
+  PatchEmbed patch_embed{nullptr};
+  MaskTokenMixer mask_mixer{nullptr};
+  PositionEmbedding pos{nullptr};
+  torch::nn::ModuleList blocks{nullptr};
+  torch::nn::LayerNorm norm{nullptr};
+
+ protected:
+  FORWARD_HAS_DEFAULT_ARGS({1, torch::nn::AnyValue(at::Tensor())})
+
+ private:
+  at::Tensor embed(const at::Tensor& images, const char* api) {
+    const Size2d img = options.img_size();
+    SIMMIM_CHECK(images.defined() && images.dim() == 4 && images.size(1) == options.in_chans() &&
+                     images.size(2) == img.h && images.size(3) == img.w,
+                 api, "images",
+                 "[B, " + std::to_string(options.in_chans()) + ", " + std::to_string(img.h) + ", " +
+                     std::to_string(img.w) + "] (in_chans, img_size)",
+                 describe(images));
+    return patch_embed(images).tokens;
+  }
+
+  at::Tensor run_blocks(at::Tensor x) {
+    // Through the list on every call: clone() refills a ModuleList with new block objects, so cached
+    // pointers would go stale.
+    for (const auto& block : *blocks) x = block->as<TransformerBlockImpl>()->forward(x);
+    return norm(x);
+  }
+
+  Size2d grid_;
+};
+
+TORCH_MODULE(VisionTransformer);
+
+SIMMIM_NAMESPACE_END
