@@ -95,6 +95,17 @@ TEST_CASE("BEiT blocks: the count gets close to the target on average", "[maskin
   REQUIRE(isolated < 0.01);
 }
 
+TEST_CASE("block strategies reach every position, edges included", "[masking][block][multiblock]") {
+  // A corner drawn from a range one short (I-JEPA's exclusive randint) would never touch the last row.
+  const simmim::BlockMask beit(simmim::BlockMaskOptions({160, 224}).num_masking_patches(40));
+  const simmim::MultiBlockMask jepa(simmim::MultiBlockMaskOptions({160, 224}));
+  for (const simmim::MaskGenerator* g : std::vector<const simmim::MaskGenerator*>{&beit, &jepa}) {
+    INFO(g->spec());
+    const auto rate = g->generate(2000, make_generator(8)).mask.to(torch::kDouble).mean(0);
+    REQUIRE(rate.min().item<double>() > 0.02);
+  }
+}
+
 TEST_CASE("BEiT blocks: unsatisfiable options are errors", "[masking][block]") {
   using O = simmim::BlockMaskOptions;
   REQUIRE_THROWS_WITH(simmim::BlockMask(O({16, 224})),
