@@ -61,20 +61,29 @@ inline MaskBatch mask_batch_from_shuffle(const at::Tensor& ids_shuffle, int64_t 
 }
 
 // Indices for a mask that hides the same number of patches in every sample: visible patches first,
-// then masked ones, each in row-major order (a stable sort of the mask). Errors if the counts differ.
+// then masked ones, each in row-major order (what a stable sort of the mask gives, computed with
+// cumulative sums instead of a sort). Errors if the counts differ.
 inline MaskBatch mask_batch_from_mask(const at::Tensor& mask) {
   constexpr const char* api = "simmim::mask_batch_from_mask";
   SIMMIM_CHECK_DIM(mask, 3, api, "mask", "[B, h, w]");
   SIMMIM_CHECK(mask.scalar_type() == at::kBool, api, "mask", "a bool tensor", describe(mask));
   const int64_t B = mask.size(0), L = mask.size(1) * mask.size(2);
-  const at::Tensor flat = mask.reshape({B, L}).to(at::kByte);
-  const at::Tensor counts = flat.sum(1);
-  const int64_t masked = L == 0 ? 0 : counts[0].item<int64_t>();
+  const Size2d grid{mask.size(1), mask.size(2)};
+  if (L == 0) return mask_batch_from_shuffle(at::empty({B, 0}, at::kLong), 0, grid);
+  const at::Tensor flat = mask.reshape({B, L});
+  const at::Tensor masked_before = flat.to(at::kLong).cumsum(1);          // masked among patches 0..i
+  const at::Tensor counts = masked_before.select(1, L - 1);
+  const int64_t masked = counts[0].item<int64_t>();
   SIMMIM_CHECK(counts.eq(masked).all().item<bool>(), api, "mask",
                "the same number of masked patches in every sample", counts.min().item<int64_t>(), " to ",
                counts.max().item<int64_t>());
-  const at::Tensor ids_shuffle = std::get<1>(at::sort(flat, /*stable=*/true, /*dim=*/1, /*descending=*/false));
-  MaskBatch out = mask_batch_from_shuffle(ids_shuffle, L - masked, {mask.size(1), mask.size(2)});
+  const int64_t len_keep = L - masked;
+  // Position of patch i in [visible..., masked...]: its rank among the visible, or len_keep + its rank
+  // among the masked.
+  const at::Tensor index = at::arange(L, at::kLong).expand({B, L});
+  const at::Tensor rank = at::where(flat, masked_before - 1 + len_keep, index - masked_before);
+  const at::Tensor ids_shuffle = at::empty({B, L}, at::kLong).scatter_(1, rank, index);
+  MaskBatch out = mask_batch_from_shuffle(ids_shuffle, len_keep, grid);
   out.mask = mask;  // the caller's tensor, identical to the rebuilt one
   return out;
 }
