@@ -7,29 +7,22 @@
 #include <catch2/matchers/catch_matchers_string.hpp>
 #include <cmath>
 
+#include "model_test_utils.hpp"
 #include "simmim/core/init.hpp"
 #include "simmim/core/patchify.hpp"
 #include "simmim/embed/mask_token.hpp"
 #include "simmim/embed/patch_embed.hpp"
 #include "simmim/embed/pos_embed.hpp"
-#include "simmim/embed/token_ids.hpp"
+#include "simmim/embed/token_index.hpp"
 #include "simmim/encoder/attention.hpp"
 #include "simmim/encoder/drop_path.hpp"
 #include "simmim/encoder/vision_transformer.hpp"
+#include "simmim/masking/mask_batch.hpp"
 
 using Catch::Matchers::ContainsSubstring;
 
-namespace {
-
-bool close(const at::Tensor& a, const at::Tensor& b, double rtol = 1e-5, double atol = 1e-6) {
-  return a.sizes() == b.sizes() && at::allclose(a, b, rtol, atol);
-}
-
-simmim::VisionTransformerOptions tiny_vit(simmim::Size2d img, int64_t patch, int64_t chans = 3) {
-  return simmim::VisionTransformerOptions(img, patch, 32, 2, 4).in_chans(chans);
-}
-
-}  // namespace
+using simmim_test::close;
+using simmim_test::tiny_vit;
 
 TEST_CASE("trunc_normal_: seeded, bounded, the truncated normal's moments", "[embed][init]") {
   auto a = torch::empty({200000});
@@ -157,13 +150,9 @@ TEST_CASE("MaskTokenMixer: only masked positions change, the gradient reaches th
                       ContainsSubstring("mask must be bool, uint8 or floating"));
 }
 
-TEST_CASE("token ids: a mask's keep / restore pair, and checks of given pairs", "[embed]") {
+TEST_CASE("token index: gather and the (ids_keep, ids_restore) check", "[embed]") {
   auto mask = torch::tensor({0, 1, 1, 0, 1, 0, 1, 1, 0, 0, 0, 1}, torch::kBool).reshape({2, 2, 3});
-  auto ids = simmim::token_ids_from_mask(mask, {2, 3});
-  REQUIRE(ids.len_keep() == 3);
-  REQUIRE(torch::equal(ids.ids_keep, torch::tensor({0, 3, 5, 2, 3, 4}, torch::kLong).reshape({2, 3})));
-  // ids_restore inverts the shuffle: it maps the [kept, masked] sequence back, and implies the mask.
-  REQUIRE(torch::equal(simmim::mask_from_ids_restore(ids.ids_restore, 3), mask.reshape({2, 6})));
+  const auto ids = simmim::mask_batch_from_mask(mask);
   REQUIRE_NOTHROW(simmim::check_token_ids(ids.ids_keep, ids.ids_restore, 2, 6, "t"));
   auto seq = torch::arange(12, torch::kFloat).reshape({2, 6, 1});
   auto kept = simmim::gather_tokens(seq, ids.ids_keep);
@@ -172,12 +161,10 @@ TEST_CASE("token ids: a mask's keep / restore pair, and checks of given pairs", 
                       ContainsSubstring("simmim::t: ids_keep must be ids_shuffle[:, :len_keep]"));
   REQUIRE_THROWS_WITH(simmim::check_token_ids(ids.ids_keep, torch::zeros({2, 6}, torch::kLong), 2, 6, "t"),
                       ContainsSubstring("ids_restore must be a permutation of 0..L-1 in every row"));
-  auto uneven = mask.clone();
-  uneven[0][0][0] = true;
-  REQUIRE_THROWS_WITH(simmim::token_ids_from_mask(uneven, {2, 3}),
-                      ContainsSubstring("the same number of visible patches in every sample"));
-  REQUIRE_THROWS_WITH(simmim::token_ids_from_mask(torch::ones({1, 6}, torch::kBool), {2, 3}),
-                      ContainsSubstring("at least one visible patch"));
+  REQUIRE_THROWS_WITH(simmim::check_token_ids(ids.ids_keep, ids.ids_restore, 2, 7, "t"),
+                      ContainsSubstring("ids_restore must be an int64 tensor [B, L] = [2, 7]"));
+  REQUIRE_THROWS_WITH(simmim::flatten_token_mask(mask, 2, {3, 2}, "t"),
+                      ContainsSubstring("mask must be [B, h, w] = [2, 3, 2] or [B, L] = [2, 6]"));
 }
 
 TEST_CASE("DropPath: whole samples, seeded, identity at eval", "[encoder]") {

@@ -10,7 +10,7 @@
 #include "simmim/core/check.hpp"
 #include "simmim/core/init.hpp"
 #include "simmim/core/shape.hpp"
-#include "simmim/embed/token_ids.hpp"
+#include "simmim/embed/token_index.hpp"
 
 SIMMIM_NAMESPACE_BEGIN
 

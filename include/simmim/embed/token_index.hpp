@@ -1,6 +1,7 @@
 #pragma once
-// Token-indexed masks and MAE's index bookkeeping: a patch mask as [B, L], the kept and restoring
-// indices it implies, and the one gather both the encoder (keep) and the decoder (un-shuffle) use.
+// Token indexing shared by the encoder and decoders: a patch mask as [B, L], the one gather both the
+// MAE encoder (keep) and decoder (un-shuffle) use, and the check of an (ids_keep, ids_restore) pair.
+// The pair itself comes from masking/ (MaskBatch, mask_batch_from_mask).
 
 #include <ATen/ATen.h>
 
@@ -32,34 +33,6 @@ inline at::Tensor gather_tokens(const at::Tensor& x, const at::Tensor& ids) {
   return x.gather(1, ids.unsqueeze(-1).expand({ids.size(0), ids.size(1), x.size(2)}));
 }
 
-// MAE's index pair: ids_keep [B, len_keep] enter the encoder; ids_restore [B, L] puts the decoder's
-// [kept..., mask tokens...] sequence back into patch order (ids_restore = argsort(ids_shuffle)).
-struct TokenIds {
-  at::Tensor ids_keep;
-  at::Tensor ids_restore;
-  int64_t len_keep() const { return ids_keep.size(1); }
-};
-
-// The ids of a hard mask [B, L] or [B, h, w] (nonzero = masked). Kept tokens stay in patch order (a
-// stable sort puts the visible first), which attention does not care about. Every sample must keep
-// the same number of tokens: the encoder batch is rectangular.
-inline TokenIds token_ids_from_mask(const at::Tensor& mask, Size2d grid,
-                                    const char* api = "simmim::token_ids_from_mask") {
-  SIMMIM_CHECK(mask.defined() && mask.dim() >= 1, api, "mask", "[B, h, w] or [B, L]", describe(mask));
-  const int64_t B = mask.size(0);
-  const at::Tensor masked = flatten_token_mask(mask, B, grid, api).ne(0).to(at::kByte);
-  const at::Tensor visible = (1 - masked).sum(1);
-  const int64_t len_keep = B > 0 ? visible[0].item<int64_t>() : 0;
-  SIMMIM_CHECK(B == 0 || visible.eq(len_keep).all().item<bool>(), api, "mask",
-               "the same number of visible patches in every sample (MAE keeps a rectangular batch)",
-               "visible counts from ", visible.min().item<int64_t>(), " to ", visible.max().item<int64_t>());
-  SIMMIM_CHECK(len_keep > 0, api, "mask", "at least one visible patch per sample", "every patch masked");
-  // The optional<bool> is spelled out: a plain `true` would pick sort(self, dim, descending).
-  const at::Tensor ids_shuffle =
-      std::get<1>(at::sort(masked, /*stable=*/c10::optional<bool>(true), /*dim=*/1, /*descending=*/false));
-  return {ids_shuffle.narrow(1, 0, len_keep).contiguous(), at::argsort(ids_shuffle, /*dim=*/int64_t{1})};
-}
-
 // Validates an (ids_keep, ids_restore) pair against L tokens: shapes, int64, ids_restore a permutation
 // per row, and ids_keep exactly the tokens ids_restore sends to the first len_keep slots.
 inline void check_token_ids(const at::Tensor& ids_keep, const at::Tensor& ids_restore, int64_t batch,
@@ -86,11 +59,6 @@ inline void check_token_ids(const at::Tensor& ids_keep, const at::Tensor& ids_re
                    ids_restore.gather(1, ids_keep).equal(iota.narrow(1, 0, len_keep)),
                api, "ids_keep", "ids_shuffle[:, :len_keep] for ids_restore = argsort(ids_shuffle)",
                "ids that disagree with ids_restore");
-}
-
-// The hard mask [B, L] (true = masked) an ids_restore implies: slot ids_restore[i] >= len_keep is a mask token.
-inline at::Tensor mask_from_ids_restore(const at::Tensor& ids_restore, int64_t len_keep) {
-  return ids_restore.ge(len_keep);
 }
 
 SIMMIM_NAMESPACE_END
