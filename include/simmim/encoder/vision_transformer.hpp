@@ -17,7 +17,7 @@
 #include "simmim/embed/mask_token.hpp"
 #include "simmim/embed/patch_embed.hpp"
 #include "simmim/embed/pos_embed.hpp"
-#include "simmim/embed/token_ids.hpp"
+#include "simmim/embed/token_index.hpp"
 #include "simmim/encoder/encoder_adapter.hpp"
 #include "simmim/encoder/transformer_block.hpp"
 
