@@ -6,7 +6,6 @@
 //                                  line by line to per-sample torch ops, + stack
 // Items processed = masks.
 #include <benchmark/benchmark.h>
-
 #include <torch/torch.h>
 
 #include <cmath>

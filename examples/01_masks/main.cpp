@@ -4,9 +4,9 @@
 //
 //   simmim_01_masks --out masks.png --image-size 192x256 --patch 16 --seed 0
 //   simmim_01_masks -s "simmim:ratio=0.6,mask_patch=32" -s "block:count=75,min=16"
-#include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
+#include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -46,8 +46,8 @@ std::vector<std::string> default_specs(simmim::Size2d grid) {
     if (name == "region") {
       // The centre half of the image, in patches.
       const int64_t h = std::max<int64_t>(1, grid.h / 2), w = std::max<int64_t>(1, grid.w / 2);
-      specs.push_back("region:box=" + std::to_string((grid.h - h) / 2) + ":" + std::to_string((grid.w - w) / 2) +
-                      ":" + std::to_string(h) + ":" + std::to_string(w));
+      specs.push_back("region:box=" + std::to_string((grid.h - h) / 2) + ":" + std::to_string((grid.w - w) / 2) + ":" +
+                      std::to_string(h) + ":" + std::to_string(w));
     } else {
       specs.push_back(name);
     }
@@ -100,9 +100,10 @@ int main(int argc, char** argv) {
     const auto image = test_image(geometry.input_size);
     std::vector<torch::Tensor> rows;
     auto rng = simmim::make_generator(seed);
-    std::printf("%zu rows of %lld masks, %s images, %lldx%lld patches of %lld px (fixed / varies: the count per sample):\n", specs.size(),
-                static_cast<long long>(samples), c10::str(geometry.input_size).c_str(),
-                static_cast<long long>(grid.h), static_cast<long long>(grid.w), static_cast<long long>(patch));
+    std::printf(
+        "%zu rows of %lld masks, %s images, %lldx%lld patches of %lld px (fixed / varies: the count per sample):\n",
+        specs.size(), static_cast<long long>(samples), c10::str(geometry.input_size).c_str(),
+        static_cast<long long>(grid.h), static_cast<long long>(grid.w), static_cast<long long>(patch));
     for (const auto& spec : specs) {
       const auto gen = make_generator(spec, geometry);
       const auto batch = gen->generate(samples, rng);

@@ -1,9 +1,9 @@
 #pragma once
 // Checks shared by the masking tests: the invariants every MaskBatch must satisfy.
 
-#include <catch2/catch_test_macros.hpp>
-
 #include <torch/torch.h>
+
+#include <catch2/catch_test_macros.hpp>
 
 #include "simmim/masking/mask_batch.hpp"
 

@@ -1,10 +1,10 @@
 // Block-shaped and given masks: BEiT blocks (bounds, termination), I-JEPA multi-blocks, fixed regions,
 // user tensors (validation).
+#include <torch/torch.h>
+
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/generators/catch_generators.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
-
-#include <torch/torch.h>
 
 #include "mask_checks.hpp"
 #include "simmim/masking/block_mask.hpp"
@@ -29,13 +29,13 @@ torch::Tensor union_of(const std::vector<MaskRect>& rects, Size2d grid) {
 
 TEST_CASE("BEiT blocks: in-bounds rectangles, each within the budget, never above the target", "[masking][block]") {
   using O = simmim::BlockMaskOptions;
-  const O opt = GENERATE(O(224).num_masking_patches(75),                       // BEiT's setting
-                         O(224).num_masking_patches(75).min_num_patches(16),   // BEiT's scripts
-                         O(224).ratio(0.6).max_num_patches(20),                // many small blocks
-                         O({112, 304}).ratio(0.5),                             // 7 x 19
-                         O(32).num_masking_patches(4).min_num_patches(1),      // 2 x 2: only 1x1 fits
-                         O(224).num_masking_patches(196).min_num_patches(1),   // unreachable: all of it
-                         O(224).num_masking_patches(0),                        // nothing
+  const O opt = GENERATE(O(224).num_masking_patches(75),                      // BEiT's setting
+                         O(224).num_masking_patches(75).min_num_patches(16),  // BEiT's scripts
+                         O(224).ratio(0.6).max_num_patches(20),               // many small blocks
+                         O({112, 304}).ratio(0.5),                            // 7 x 19
+                         O(32).num_masking_patches(4).min_num_patches(1),     // 2 x 2: only 1x1 fits
+                         O(224).num_masking_patches(196).min_num_patches(1),  // unreachable: all of it
+                         O(224).num_masking_patches(0),                       // nothing
                          O(224).num_masking_patches(50).min_aspect(0.05).max_aspect(20.0));
   const simmim::BlockMask gen(opt);
   const Size2d g = gen.grid();
@@ -119,8 +119,9 @@ TEST_CASE("BEiT blocks: unsatisfiable options are errors", "[masking][block]") {
                                         "fits, (h-1)*(w-1) = 9 for a 4x4 grid; got 10"));
   REQUIRE_THROWS_WITH(simmim::BlockMask(O().min_num_patches(0)),
                       ContainsSubstring("min_num_patches must be at least 1; got 0"));
-  REQUIRE_THROWS_WITH(simmim::BlockMask(O().max_num_patches(2)),
-                      ContainsSubstring("simmim::BlockMask: max_num_patches must be at least min_num_patches 4; got 2"));
+  REQUIRE_THROWS_WITH(
+      simmim::BlockMask(O().max_num_patches(2)),
+      ContainsSubstring("simmim::BlockMask: max_num_patches must be at least min_num_patches 4; got 2"));
   REQUIRE_THROWS_WITH(simmim::BlockMask(O().num_masking_patches(197)),
                       ContainsSubstring("simmim::BlockMask: num_masking_patches must be in [0, 196] for a 14x14 "
                                         "grid; got 197"));

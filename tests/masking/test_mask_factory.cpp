@@ -1,9 +1,9 @@
 // Run-time and type-level choice of a strategy: spec strings, the factory, round trips, clear errors.
+#include <torch/torch.h>
+
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/generators/catch_generators.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
-
-#include <torch/torch.h>
 
 #include "mask_checks.hpp"
 #include "simmim/masking/mask_factory.hpp"
@@ -28,13 +28,13 @@ TEST_CASE("factory: every listed strategy builds from its bare name", "[masking]
 }
 
 TEST_CASE("factory: spec() round-trips, same seed same masks", "[masking][factory]") {
-  const std::string spec = GENERATE(as<std::string>{}, "simmim:ratio=0.6,mask_patch=32", "simmim:ratio=0.55,mask_patch=64",
-                                    "mae:ratio=0.75", "mae:ratio=0.1", "block:ratio=0.4,min=16,min_aspect=0.3",
-                                    "block:count=75,min=4,max=30,min_aspect=0.5,max_aspect=3",
-                                    "bernoulli:p=0.3", "grid:period=3,random_offset=true", "grid:period=2,random_offset=false",
-                                    "multiblock:blocks=2,scale_min=0.1,scale_max=0.3,aspect_min=0.5,aspect_max=2",
-                                    "region:box=1:2:3:4,box=0:0:1:1,units=patches,invert=true",
-                                    "region:box=8:8:100:50,units=pixels,invert=false");
+  const std::string spec = GENERATE(
+      as<std::string>{}, "simmim:ratio=0.6,mask_patch=32", "simmim:ratio=0.55,mask_patch=64", "mae:ratio=0.75",
+      "mae:ratio=0.1", "block:ratio=0.4,min=16,min_aspect=0.3",
+      "block:count=75,min=4,max=30,min_aspect=0.5,max_aspect=3", "bernoulli:p=0.3", "grid:period=3,random_offset=true",
+      "grid:period=2,random_offset=false",
+      "multiblock:blocks=2,scale_min=0.1,scale_max=0.3,aspect_min=0.5,aspect_max=2",
+      "region:box=1:2:3:4,box=0:0:1:1,units=patches,invert=true", "region:box=8:8:100:50,units=pixels,invert=false");
   const MaskGeometry geometry({256, 192}, 16);
   const auto a = make_mask_generator(spec, geometry);
   INFO(spec << " -> " << a->spec());
@@ -97,8 +97,9 @@ TEST_CASE("factory: bad specs name what is accepted", "[masking][factory]") {
   REQUIRE_THROWS_WITH(make_mask_generator("simmim:ratio=abc"),
                       ContainsSubstring(std::string(api) + "key 'ratio' of spec \"simmim:ratio=abc\" must be a "
                                                            "number; got 'abc'"));
-  REQUIRE_THROWS_WITH(make_mask_generator("simmim:mask_patch=3.5"),
-                      ContainsSubstring("key 'mask_patch' of spec \"simmim:mask_patch=3.5\" must be an integer; got '3.5'"));
+  REQUIRE_THROWS_WITH(
+      make_mask_generator("simmim:mask_patch=3.5"),
+      ContainsSubstring("key 'mask_patch' of spec \"simmim:mask_patch=3.5\" must be an integer; got '3.5'"));
   REQUIRE_THROWS_WITH(make_mask_generator("grid:random_offset=maybe"),
                       ContainsSubstring("key 'random_offset' of spec \"grid:random_offset=maybe\" must be a flag"));
   REQUIRE_THROWS_WITH(make_mask_generator("mae:ratio"),
@@ -121,8 +122,9 @@ TEST_CASE("factory: bad specs name what is accepted", "[masking][factory]") {
   // Valid keys with bad values reach the strategy's own checks.
   REQUIRE_THROWS_WITH(make_mask_generator("simmim:ratio=1.5"),
                       ContainsSubstring("simmim::SimMIMMask: ratio must be in [0, 1]; got 1.5"));
-  REQUIRE_THROWS_WITH(make_mask_generator("mae", MaskGeometry(100, 16)),
-                      ContainsSubstring("simmim::MAEMask: input_size must be divisible by the patch size 16; got 100x100"));
+  REQUIRE_THROWS_WITH(
+      make_mask_generator("mae", MaskGeometry(100, 16)),
+      ContainsSubstring("simmim::MAEMask: input_size must be divisible by the patch size 16; got 100x100"));
   REQUIRE_THROWS_AS(make_mask_generator("bernoulli:p=2"), c10::ValueError);
 }
 

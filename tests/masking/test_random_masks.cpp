@@ -1,11 +1,10 @@
 // SimMIM, MAE, Bernoulli and Grid masks: exact counts against Python's arithmetic, shapes on odd and
 // non-square grids, the index contract, determinism, and statistics over many draws.
+#include <torch/torch.h>
+
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/generators/catch_generators.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
-
-#include <torch/torch.h>
-
 #include <set>
 
 #include "mask_checks.hpp"
@@ -34,16 +33,17 @@ TEST_CASE("SimMIM: count = ceil(cells * ratio) as Python computes it, output at 
     int64_t expected_count;  // math.ceil(cells * ratio) in Python 3
     Size2d grid;
   };
-  const Case c = GENERATE(Case{192, 32, 16, 0.6, 22, {12, 12}},           // official ViT setting: 6x6 cells
-                          Case{192, 32, 4, 0.6, 22, {48, 48}},            // official Swin setting
-                          Case{224, 32, 32, 0.6, 30, {7, 7}},             // 7x7, scale 1
-                          Case{{192, 320}, 32, 16, 0.6, 36, {12, 20}},    // non-square 6x10 cells
-                          Case{320, 32, 16, 0.55, 56, {20, 20}},          // 100 * 0.55 = 55.00000000000001
-                          Case{304, 16, 16, 0.6, 217, {19, 19}},          // 19x19
-                          Case{32, 32, 32, 0.6, 1, {1, 1}},               // a single patch
-                          Case{32, 32, 16, 0.0, 0, {2, 2}},               // nothing masked
-                          Case{{96, 160}, 32, 8, 1.0, 15, {12, 20}});     // everything masked
-  simmim::SimMIMMask gen(simmim::SimMIMMaskOptions(c.input).patch_size(c.patch).mask_patch_size(c.mask_patch).ratio(c.ratio));
+  const Case c = GENERATE(Case{192, 32, 16, 0.6, 22, {12, 12}},         // official ViT setting: 6x6 cells
+                          Case{192, 32, 4, 0.6, 22, {48, 48}},          // official Swin setting
+                          Case{224, 32, 32, 0.6, 30, {7, 7}},           // 7x7, scale 1
+                          Case{{192, 320}, 32, 16, 0.6, 36, {12, 20}},  // non-square 6x10 cells
+                          Case{320, 32, 16, 0.55, 56, {20, 20}},        // 100 * 0.55 = 55.00000000000001
+                          Case{304, 16, 16, 0.6, 217, {19, 19}},        // 19x19
+                          Case{32, 32, 32, 0.6, 1, {1, 1}},             // a single patch
+                          Case{32, 32, 16, 0.0, 0, {2, 2}},             // nothing masked
+                          Case{{96, 160}, 32, 8, 1.0, 15, {12, 20}});   // everything masked
+  simmim::SimMIMMask gen(
+      simmim::SimMIMMaskOptions(c.input).patch_size(c.patch).mask_patch_size(c.mask_patch).ratio(c.ratio));
   REQUIRE(gen.mask_count() == c.expected_count);
   REQUIRE(gen.grid() == c.grid);
   const int64_t scale = c.mask_patch / c.patch;
@@ -137,7 +137,8 @@ TEST_CASE("MAE: every patch equally likely to stay visible", "[masking][mae]") {
 
 TEST_CASE("MAE: options are validated", "[masking][mae]") {
   using O = simmim::MAEMaskOptions;
-  REQUIRE_THROWS_WITH(simmim::MAEMask(O().ratio(1.0)), ContainsSubstring("simmim::MAEMask: ratio must be in [0, 1); got 1"));
+  REQUIRE_THROWS_WITH(simmim::MAEMask(O().ratio(1.0)),
+                      ContainsSubstring("simmim::MAEMask: ratio must be in [0, 1); got 1"));
   REQUIRE_THROWS_WITH(simmim::MAEMask(O().ratio(-0.1)), ContainsSubstring("ratio must be in [0, 1); got -0.1"));
   REQUIRE_THROWS_WITH(simmim::MAEMask(O({16, 80}).ratio(0.8)),
                       ContainsSubstring("simmim::MAEMask: ratio must be small enough to leave a visible patch: "

@@ -55,8 +55,7 @@ class BlockMask final : public MaskGenerator {
       SIMMIM_CHECK_VALUE(target_ >= 0 && target_ <= L, kApi, "num_masking_patches",
                          "in [0, " + std::to_string(L) + "] for a " + c10::str(g) + " grid", target_);
     } else {
-      SIMMIM_CHECK_VALUE(options.ratio() >= 0.0 && options.ratio() <= 1.0, kApi, "ratio", "in [0, 1]",
-                         options.ratio());
+      SIMMIM_CHECK_VALUE(options.ratio() >= 0.0 && options.ratio() <= 1.0, kApi, "ratio", "in [0, 1]", options.ratio());
       target_ = static_cast<int64_t>(static_cast<double>(L) * options.ratio());
     }
     min_ = options.min_num_patches();
@@ -120,8 +119,8 @@ class BlockMask final : public MaskGenerator {
     o.patch_size(g.patch_size);
     const auto ratio = r.optional_number("ratio");
     const auto count = r.optional_integer("count");
-    SIMMIM_CHECK_VALUE(!(ratio && count), kApi, "spec", "ratio or count, not both", "ratio=", *ratio, " and count=",
-                       *count);
+    SIMMIM_CHECK_VALUE(!(ratio && count), kApi, "spec", "ratio or count, not both", "ratio=", *ratio,
+                       " and count=", *count);
     if (ratio) o.ratio(*ratio);
     o.num_masking_patches(count);
     o.min_num_patches(r.integer("min", o.min_num_patches()));

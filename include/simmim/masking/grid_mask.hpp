@@ -35,10 +35,10 @@ class GridMask final : public MaskGenerator {
   explicit GridMask(Options options = Options())
       : MaskGenerator(kApi, {options.input_size(), options.patch_size()}), options_(options) {
     const int64_t side = std::min(grid().h, grid().w);
-    SIMMIM_CHECK_VALUE(options.period() >= 1 && options.period() <= side, kApi, "period",
-                       "in [1, " + std::to_string(side) + "] (every sample keeps a patch) for a " + c10::str(grid()) +
-                           " grid",
-                       options.period());
+    SIMMIM_CHECK_VALUE(
+        options.period() >= 1 && options.period() <= side, kApi, "period",
+        "in [1, " + std::to_string(side) + "] (every sample keeps a patch) for a " + c10::str(grid()) + " grid",
+        options.period());
   }
 
   const Options& options() const { return options_; }
@@ -51,7 +51,10 @@ class GridMask final : public MaskGenerator {
 
   std::string name() const override { return kName; }
   std::string spec() const override {
-    return MaskSpecWriter(kName).integer("period", options_.period()).flag("random_offset", options_.random_offset()).str();
+    return MaskSpecWriter(kName)
+        .integer("period", options_.period())
+        .flag("random_offset", options_.random_offset())
+        .str();
   }
   std::unique_ptr<MaskGenerator> clone() const override { return std::make_unique<GridMask>(*this); }
 

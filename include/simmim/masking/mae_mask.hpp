@@ -33,10 +33,10 @@ class MAEMask final : public MaskGenerator {
     SIMMIM_CHECK_VALUE(options.ratio() >= 0.0 && options.ratio() < 1.0, kApi, "ratio", "in [0, 1)", options.ratio());
     // Python's int(L * (1 - mask_ratio)) on the same doubles (truncation: L=10, ratio 0.8 keeps 1).
     len_keep_ = static_cast<int64_t>(static_cast<double>(grid().area()) * (1.0 - options.ratio()));
-    SIMMIM_CHECK_VALUE(len_keep_ >= 1, kApi, "ratio",
-                       "small enough to leave a visible patch: int(L * (1 - ratio)) >= 1 with L = " +
-                           std::to_string(grid().area()),
-                       options.ratio());
+    SIMMIM_CHECK_VALUE(
+        len_keep_ >= 1, kApi, "ratio",
+        "small enough to leave a visible patch: int(L * (1 - ratio)) >= 1 with L = " + std::to_string(grid().area()),
+        options.ratio());
   }
 
   const Options& options() const { return options_; }

@@ -71,12 +71,11 @@ inline MaskBatch mask_batch_from_mask(const at::Tensor& mask) {
   const Size2d grid{mask.size(1), mask.size(2)};
   if (L == 0) return mask_batch_from_shuffle(at::empty({B, 0}, at::kLong), 0, grid);
   const at::Tensor flat = mask.reshape({B, L});
-  const at::Tensor masked_before = flat.to(at::kLong).cumsum(1);          // masked among patches 0..i
+  const at::Tensor masked_before = flat.to(at::kLong).cumsum(1);  // masked among patches 0..i
   const at::Tensor counts = masked_before.select(1, L - 1);
   const int64_t masked = counts[0].item<int64_t>();
-  SIMMIM_CHECK(counts.eq(masked).all().item<bool>(), api, "mask",
-               "the same number of masked patches in every sample", counts.min().item<int64_t>(), " to ",
-               counts.max().item<int64_t>());
+  SIMMIM_CHECK(counts.eq(masked).all().item<bool>(), api, "mask", "the same number of masked patches in every sample",
+               counts.min().item<int64_t>(), " to ", counts.max().item<int64_t>());
   const int64_t len_keep = L - masked;
   // Position of patch i in [visible..., masked...]: its rank among the visible, or len_keep + its rank
   // among the masked.

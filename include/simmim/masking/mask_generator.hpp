@@ -49,8 +49,7 @@ class MaskGenerator {
   virtual std::unique_ptr<MaskGenerator> clone() const = 0;
 
  protected:
-  MaskGenerator(const char* api, MaskGeometry geometry)
-      : api_(api), geometry_(geometry), grid_(geometry.grid(api)) {}
+  MaskGenerator(const char* api, MaskGeometry geometry) : api_(api), geometry_(geometry), grid_(geometry.grid(api)) {}
   MaskGenerator(const MaskGenerator&) = default;
   MaskGenerator& operator=(const MaskGenerator&) = default;
 

@@ -102,8 +102,7 @@ class MaskSpecReader {
     errno = 0;
     char* end = nullptr;
     const long long i = std::strtoll(v->c_str(), &end, 10);
-    SIMMIM_CHECK_VALUE(!v->empty() && *end == '\0' && errno != ERANGE, api_, where(key), "an integer", "'", *v,
-                       "'");
+    SIMMIM_CHECK_VALUE(!v->empty() && *end == '\0' && errno != ERANGE, api_, where(key), "an integer", "'", *v, "'");
     return static_cast<int64_t>(i);
   }
 

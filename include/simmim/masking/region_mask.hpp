@@ -67,8 +67,7 @@ class RegionMask final : public MaskGenerator {
   std::string name() const override { return kName; }
   std::string spec() const override {
     MaskSpecWriter w(kName);
-    for (const MaskRect& b : options_.boxes())
-      w.word("box", c10::str(b.top, ":", b.left, ":", b.height, ":", b.width));
+    for (const MaskRect& b : options_.boxes()) w.word("box", c10::str(b.top, ":", b.left, ":", b.height, ":", b.width));
     return w.word("units", region_units_name(options_.units())).flag("invert", options_.invert()).str();
   }
   std::unique_ptr<MaskGenerator> clone() const override { return std::make_unique<RegionMask>(*this); }
@@ -81,8 +80,8 @@ class RegionMask final : public MaskGenerator {
     for (const std::string& v : r.all("box")) boxes.push_back(parse_box(v, r.where("box")));
     o.boxes(boxes);
     const std::string units = r.word("units", "patches");
-    SIMMIM_CHECK_VALUE(units == "patches" || units == "pixels", kApi, r.where("units"), "patches or pixels", "'",
-                       units, "'");
+    SIMMIM_CHECK_VALUE(units == "patches" || units == "pixels", kApi, r.where("units"), "patches or pixels", "'", units,
+                       "'");
     o.units(units == "pixels" ? RegionUnits::kPixels : RegionUnits::kPatches);
     o.invert(r.flag("invert", o.invert()));
     r.finish();

@@ -38,11 +38,10 @@ class SimMIMMask final : public MaskGenerator {
 
   explicit SimMIMMask(Options options = Options())
       : MaskGenerator(kApi, {options.input_size(), options.patch_size()}), options_(options) {
-    SIMMIM_CHECK_VALUE(options.ratio() >= 0.0 && options.ratio() <= 1.0, kApi, "ratio", "in [0, 1]",
-                       options.ratio());
-    SIMMIM_CHECK_VALUE(options.mask_patch_size() > 0 && options.mask_patch_size() % options.patch_size() == 0,
-                       kApi, "mask_patch_size", "a positive multiple of patch_size " +
-                       std::to_string(options.patch_size()), options.mask_patch_size());
+    SIMMIM_CHECK_VALUE(options.ratio() >= 0.0 && options.ratio() <= 1.0, kApi, "ratio", "in [0, 1]", options.ratio());
+    SIMMIM_CHECK_VALUE(options.mask_patch_size() > 0 && options.mask_patch_size() % options.patch_size() == 0, kApi,
+                       "mask_patch_size", "a positive multiple of patch_size " + std::to_string(options.patch_size()),
+                       options.mask_patch_size());
     cells_ = patch_grid(options.input_size(), options.mask_patch_size(), kApi, "input_size");
     scale_ = options.mask_patch_size() / options.patch_size();
     // Python's math.ceil(token_count * mask_ratio) on the same doubles: the same count, bit for bit.
@@ -59,7 +58,10 @@ class SimMIMMask final : public MaskGenerator {
 
   std::string name() const override { return kName; }
   std::string spec() const override {
-    return MaskSpecWriter(kName).number("ratio", options_.ratio()).integer("mask_patch", options_.mask_patch_size()).str();
+    return MaskSpecWriter(kName)
+        .number("ratio", options_.ratio())
+        .integer("mask_patch", options_.mask_patch_size())
+        .str();
   }
   std::unique_ptr<MaskGenerator> clone() const override { return std::make_unique<SimMIMMask>(*this); }
 

@@ -39,8 +39,8 @@ class TensorMask final : public MaskGenerator {
     SIMMIM_CHECK(m.size(-2) == g.h && m.size(-1) == g.w && (m.dim() == 2 || m.size(0) > 0), kApi, "mask", expected,
                  describe(m));
     const auto t = m.scalar_type();
-    SIMMIM_CHECK(t == at::kBool || at::isIntegralType(t, /*includeBool=*/false) || at::isFloatingType(t), kApi,
-                 "mask", "bool, integer or floating point", describe(m));
+    SIMMIM_CHECK(t == at::kBool || at::isIntegralType(t, /*includeBool=*/false) || at::isFloatingType(t), kApi, "mask",
+                 "bool, integer or floating point", describe(m));
     at::Tensor cpu = m.to(at::kCPU);
     if (t != at::kBool) {
       SIMMIM_CHECK(cpu.eq(0).logical_or(cpu.eq(1)).all().item<bool>(), kApi, "mask",
@@ -66,7 +66,8 @@ class TensorMask final : public MaskGenerator {
  protected:
   MaskBatch draw(int64_t B, at::Generator& /*gen*/) const override {
     const int64_t n = mask_.size(0);
-    SIMMIM_CHECK_VALUE(n == 1 || n == B, kApi, "batch_size", "the mask's batch " + std::to_string(n) + " (or give one mask for every sample)", B);
+    SIMMIM_CHECK_VALUE(n == 1 || n == B, kApi, "batch_size",
+                       "the mask's batch " + std::to_string(n) + " (or give one mask for every sample)", B);
     MaskBatch out;
     out.mask = mask_.expand({B, -1, -1}).contiguous();
     if (one_.has_ids()) {
