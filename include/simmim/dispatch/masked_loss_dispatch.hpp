@@ -1,0 +1,45 @@
+#pragma once
+// The one entry point of the masked losses below the public API: validates, picks the backend (kAuto's
+// rule, or the caller's after checking it can run) and runs the reference composite or the fused Function.
+
+#include <ATen/ATen.h>
+
+#include "simmim/dispatch/backend.hpp"
+#include "simmim/dispatch/masked_loss_fused.hpp"
+#include "simmim/dispatch/masked_loss_problem.hpp"
+#include "simmim/dispatch/masked_loss_reference.hpp"
+
+SIMMIM_NAMESPACE_BEGIN
+namespace dispatch {
+
+// kAuto: fused CPU for CPU tensors, fused CUDA for CUDA tensors when compiled in, the reference otherwise,
+// and the reference whenever a norm-pix target requires grad (the fused pass does not differentiate the
+// per-patch normalization). A forced backend must be able to run, else a clear error.
+inline Backend resolve_masked_loss_backend(const MaskedLossProblem& pb, Backend requested, const char* api) {
+  const bool grad_through_norm = pb.spec.norm_pix && pb.target.requires_grad() && at::GradMode::is_enabled();
+  if (requested == Backend::kAuto) {
+    if (grad_through_norm) return Backend::kReference;
+    if (pb.pred.device().is_cpu()) return Backend::kFusedCPU;
+    if (pb.pred.device().is_cuda() && fused_cuda_compiled()) return Backend::kFusedCUDA;
+    return Backend::kReference;
+  }
+  check_backend_available(requested, pb.pred, api);
+  SIMMIM_CHECK(requested == Backend::kReference || !grad_through_norm, api, "target",
+               std::string("free of grad with norm_pix on ") + to_string(requested) +
+                   " (the fused pass does not differentiate the per-patch normalization; Backend::kAuto and "
+                   "Backend::kReference do)",
+               describe(pb.target) + " that requires grad");
+  return requested;
+}
+
+inline at::Tensor masked_loss(const at::Tensor& pred, const at::Tensor& target, const at::Tensor& mask,
+                              const MaskedLossSpec& spec, Backend backend, const char* api) {
+  const MaskedLossProblem pb = make_masked_loss_problem(pred, target, mask, spec, api);
+  const Backend chosen = resolve_masked_loss_backend(pb, backend, api);
+  if (chosen == Backend::kReference) return masked_loss_reference(pb, api);
+  const bool want_grad = at::GradMode::is_enabled() && (pred.requires_grad() || target.requires_grad());
+  return FusedMaskedLoss::apply(pred, target, mask, &pb, chosen, want_grad, api);
+}
+
+}  // namespace dispatch
+SIMMIM_NAMESPACE_END

@@ -1,0 +1,175 @@
+#pragma once
+// The fused backends of the masked losses behind one autograd Function: the forward runs one fused pass
+// (loss and d(loss)/d(pred) together), the backward only scales the saved gradient by grad_output. Here
+// the torch-facing glue of the CPU kernel, and the slot the CUDA glue fills (SIMMIM_WITH_CUDA).
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
+
+#include <memory>
+
+#include "simmim/dispatch/backend.hpp"
+#include "simmim/dispatch/dispatch_macros.hpp"
+#include "simmim/dispatch/masked_loss_problem.hpp"
+#include "simmim/kernels/cpu/masked_loss_cpu.hpp"
+#include "simmim/kernels/masked_loss_params.hpp"
+
+SIMMIM_NAMESPACE_BEGIN
+namespace dispatch {
+
+// What a fused forward returns: the loss (pred's dtype; scalar or [B]) and, when asked for, d(loss)/d(pred)
+// for grad_output = 1, in pred's layout ([B, C, H, W] or [B, L, D]).
+struct FusedLossForward {
+  at::Tensor loss;
+  at::Tensor grad;
+};
+
+// Fills the geometry, strides and loss options of the kernel parameters from an image-view problem.
+inline MaskedLossParams masked_loss_params(const MaskedLossProblem& pb, const at::Tensor& pred4,
+                                           const at::Tensor& target4, const at::Tensor& grad4,
+                                           const at::Tensor& weights) {
+  MaskedLossParams P;
+  P.batch = pred4.size(0);
+  P.channels = pred4.size(1);
+  P.height = pred4.size(2);
+  P.width = pred4.size(3);
+  P.patch = pb.patch;
+  P.pred = pred4.data_ptr();
+  P.target = target4.data_ptr();
+  P.grad = grad4.defined() ? grad4.data_ptr() : nullptr;
+  P.weights = weights.data_ptr();
+  for (int d = 0; d < 4; ++d) {
+    P.pred_stride[d] = pred4.stride(d);
+    P.target_stride[d] = target4.stride(d);
+    P.grad_stride[d] = grad4.defined() ? grad4.stride(d) : 0;
+  }
+  for (int d = 0; d < 3; ++d) P.weight_stride[d] = weights.stride(d);
+  P.kind = pb.spec.kind;
+  P.norm_pix = pb.spec.norm_pix;
+  P.norm_eps = pb.spec.norm_eps;
+  P.beta = pb.spec.beta;
+  return P;
+}
+
+// The fused CPU forward. Inputs whose rows are neither planar (NCHW-like) nor interleaved (channels-last,
+// contiguous tokens) are copied once; the mask is only converted at patch resolution.
+inline FusedLossForward masked_loss_fused_cpu(const MaskedLossProblem& pb, bool want_grad, const char* api) {
+  using kernels::cpu::RunLayout;
+  at::Tensor pred = pb.pred4, target = pb.target4;
+  const int64_t B = pred.size(0), C = pred.size(1), W = pred.size(3);
+  auto layout_of = [&](const at::Tensor& t) { return kernels::cpu::run_layout(C, W, t.strides().data()); };
+  auto to_layout = [](const at::Tensor& t, RunLayout layout) {
+    return layout == RunLayout::kInterleaved ? t.contiguous(at::MemoryFormat::ChannelsLast) : t.contiguous();
+  };
+  RunLayout layout = layout_of(pred);
+  if (layout == RunLayout::kStrided) {
+    // A contiguous copy; with C == 1 it classifies as interleaved, which is as good.
+    pred = to_layout(pred, W == 1 ? RunLayout::kInterleaved : RunLayout::kPlanar);
+    layout = layout_of(pred);
+  }
+  if (layout_of(target) != layout) target = to_layout(target, layout);
+  TORCH_INTERNAL_ASSERT(layout_of(pred) == layout && layout_of(target) == layout);
+
+  at::Tensor grad;
+  if (want_grad) {
+    const auto format = layout == RunLayout::kInterleaved ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    grad = at::empty(pred.sizes(), pred.options().memory_format(format));
+    TORCH_INTERNAL_ASSERT(layout_of(grad) == layout);
+  }
+  const at::Tensor weights = pb.mask3.to(at::toOpMathType(pred.scalar_type()));
+  const auto f64 = pred.options().dtype(at::kDouble);
+  at::Tensor weight_sums = at::empty({B}, f64);
+  AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), "simmim::masked_weight_sums_cpu", [&] {
+    kernels::cpu::masked_weight_sums_cpu<scalar_t>(weights.data_ptr<scalar_t>(), weights.strides().data(), B,
+                                                   weights.size(1), weights.size(2), weight_sums.data_ptr<double>());
+  });
+  const at::Tensor den = pb.denominator(weight_sums * static_cast<double>(pb.units_per_cell));
+  const at::Tensor grad_scale = pb.grad_scale(den);
+  at::Tensor loss_sums = at::empty({B}, f64);
+
+  MaskedLossParams P = masked_loss_params(pb, pred, target, grad, weights);
+  P.grad_scale = grad_scale.data_ptr<double>();
+  P.loss_sum = loss_sums.data_ptr<double>();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(), "simmim::masked_loss_fused_cpu", [&] {
+    SIMMIM_DISPATCH_LOSS_KIND(P.kind, kKind, api, [&] {
+      SIMMIM_DISPATCH_BOOL(P.norm_pix, kNorm, [&] { kernels::cpu::masked_loss_cpu<scalar_t, kKind, kNorm>(P); });
+    });
+  });
+  return {pb.finish(loss_sums, den), grad.defined() ? pb.from_view(grad) : grad};
+}
+
+#ifdef SIMMIM_WITH_CUDA
+// The fused CUDA forward, same contract as masked_loss_fused_cpu. Defined by simmim's CUDA glue, which
+// the simmim::cuda target compiles into the consumer's own target.
+FusedLossForward masked_loss_fused_cuda(const MaskedLossProblem& pb, bool want_grad, const char* api);
+#endif
+
+// The fused forward of `backend` (kFusedCPU or kFusedCUDA, already checked available).
+inline FusedLossForward masked_loss_fused_forward(const MaskedLossProblem& pb, Backend backend, bool want_grad,
+                                                  const char* api) {
+  if (backend == Backend::kFusedCPU) return masked_loss_fused_cpu(pb, want_grad, api);
+#ifdef SIMMIM_WITH_CUDA
+  if (backend == Backend::kFusedCUDA) return masked_loss_fused_cuda(pb, want_grad, api);
+#endif
+  TORCH_INTERNAL_ASSERT(false, api, ": no fused masked loss for ", backend, " in this build");
+}
+
+// The autograd Function around a fused forward. Gradients: pred gets the saved d(loss)/d(pred) scaled by
+// grad_output; the target, if it requires grad, gets its negation (l depends on pred - target only; the
+// dispatch layer never sends a norm-pix target that requires grad here); the mask gets none.
+// First-order only, like Python's @once_differentiable: differentiating the returned gradients raises.
+class FusedMaskedLoss : public torch::autograd::Function<FusedMaskedLoss> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& pred, const at::Tensor& target,
+                            const at::Tensor& mask, const MaskedLossProblem* problem, Backend backend,
+                            bool want_grad, const char* api) {
+    // want_grad comes from the caller: needs_input_grad() is not usable in forward when nothing requires grad.
+    FusedLossForward out = masked_loss_fused_forward(*problem, backend, want_grad, api);
+    if (want_grad) ctx->saved_data["grad"] = out.grad;
+    ctx->saved_data["per_sample"] = problem->spec.reduction == LossReduction::kPerSample;
+    return out.loss;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const at::Tensor& grad_out = grad_outputs[0];
+    const bool pred_grad = ctx->needs_input_grad(0), target_grad = ctx->needs_input_grad(1);
+    at::Tensor grad_pred, grad_target;
+    {
+      at::NoGradGuard no_grad;
+      const at::Tensor saved = ctx->saved_data["grad"].toTensor();
+      at::Tensor scale = grad_out;
+      if (ctx->saved_data["per_sample"].toBool()) {
+        std::vector<int64_t> shape(static_cast<size_t>(saved.dim()), 1);
+        shape[0] = saved.size(0);
+        scale = grad_out.reshape(shape);
+      }
+      if (pred_grad) grad_pred = saved * scale;
+      if (target_grad) grad_target = saved * scale.neg();
+    }
+    if (at::GradMode::is_enabled() && grad_out.requires_grad()) {
+      // create_graph=True with a grad_output that has history: hand out gradients whose own backward
+      // raises, rather than silently wrong second derivatives.
+      auto fake_requires_grad = [](const at::Tensor& g) {
+        if (!g.defined()) return g;
+        at::Tensor alias = g.detach();
+        alias.set_requires_grad(true);
+        return alias;
+      };
+      auto error = std::make_shared<torch::autograd::DelayedError>(
+          "simmim: the fused masked loss (Backend::kFusedCPU / kFusedCUDA) is first-order only; use "
+          "Backend::kReference for higher-order gradients",
+          2);
+      torch::autograd::variable_list wrapped = (*error)({fake_requires_grad(grad_pred), fake_requires_grad(grad_target)});
+      grad_pred = wrapped[0];
+      grad_target = wrapped[1];
+    }
+    return {grad_pred, grad_target, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace dispatch
+SIMMIM_NAMESPACE_END

@@ -1,0 +1,170 @@
+#pragma once
+// A validated masked-loss problem: the argument checks every backend shares, the image view the fused
+// kernels take (patchified [B, L, D] is viewed as [B, D, L, 1] with patch 1), and the loss denominator,
+// so that the reference and the fused backends apply one definition of the formula.
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+#include "simmim/core/check.hpp"
+#include "simmim/core/shape.hpp"
+#include "simmim/kernels/masked_loss_params.hpp"
+
+SIMMIM_NAMESPACE_BEGIN
+
+enum class LossReduction {
+  kMean,       // one scalar over the whole batch, as the originals
+  kPerSample,  // [B]: the same formula within each sample
+};
+
+inline constexpr const char* to_string(LossReduction reduction) {
+  switch (reduction) {
+    case LossReduction::kMean: return "LossReduction::kMean";
+    case LossReduction::kPerSample: return "LossReduction::kPerSample";
+  }
+  return "unknown LossReduction";
+}
+
+inline std::ostream& operator<<(std::ostream& os, LossReduction r) { return os << to_string(r); }
+inline std::ostream& operator<<(std::ostream& os, LossKind k) { return os << "LossKind::k" << to_string(k); }
+
+// Picked from pred.dim(): 4 -> images, 3 -> patchified.
+enum class LossLayout {
+  kImages,      // pred/target [B, C, H, W], mask [B, h, w] with h*p == H, w*p == W
+  kPatchified,  // pred/target [B, L, D], mask [B, L]
+};
+
+namespace dispatch {
+
+// The loss options unpacked: what every backend needs to know.
+struct MaskedLossSpec {
+  LossKind kind = LossKind::kL1;
+  int64_t patch_size = 1;  // images layout only
+  bool norm_pix = false;
+  double norm_eps = 1e-6;
+  double beta = 1.0;
+  double eps = 1e-5;
+  LossReduction reduction = LossReduction::kMean;
+};
+
+struct MaskedLossProblem {
+  MaskedLossSpec spec;  // kSmoothL1 with beta 0 is stored as kL1, as torch.nn.functional.smooth_l1_loss does
+  LossLayout layout = LossLayout::kImages;
+  at::Tensor pred, target, mask;     // as the caller passed them
+  at::Tensor pred4, target4, mask3;  // image view: [B, C, H, W] and [B, H / patch, W / patch]
+  int64_t patch = 1;                 // of the view: patch_size for images, 1 for patchified
+  int64_t unit_elems = 1;            // elements per mask unit (pixel or token): C for images, D for patchified
+  int64_t units_per_cell = 1;        // mask units one mask cell covers: p*p for images, 1 for patchified
+
+  int64_t batch() const { return pred.size(0); }
+
+  // The denominator of the loss from the per-sample sums of the unit weights (double [B]): the sum, over
+  // the batch for kMean ([1]) or per sample ([B]), plus eps. An exact zero (an empty mask with eps = 0,
+  // where the originals return 0/0 = NaN) is replaced by 1, so the loss is its numerator: 0 for finite
+  // inputs, NaN when an input is NaN.
+  at::Tensor denominator(const at::Tensor& unit_sums) const {
+    at::Tensor d = spec.reduction == LossReduction::kMean ? unit_sums.sum().reshape({1}) : unit_sums;
+    d = d + spec.eps;
+    return d.masked_fill(d == 0, 1.0);
+  }
+
+  // The loss from the per-sample sums of w * l (double [B]) and the denominator: sum / den / unit_elems,
+  // as a scalar (kMean) or [B] (kPerSample), in pred's dtype.
+  at::Tensor finish(const at::Tensor& loss_sums, const at::Tensor& den) const {
+    if (spec.reduction == LossReduction::kMean) {
+      return (loss_sums.sum() / den.reshape({}) / static_cast<double>(unit_elems)).to(pred.scalar_type());
+    }
+    return (loss_sums / den / static_cast<double>(unit_elems)).to(pred.scalar_type());
+  }
+
+  // d(loss)/d(Σ w·l of sample b) for every b: 1 / (den * unit_elems), double [B].
+  at::Tensor grad_scale(const at::Tensor& den) const {
+    return (1.0 / (den * static_cast<double>(unit_elems))).expand({batch()}).contiguous();
+  }
+
+  // An image-view tensor (a gradient) back in the caller's layout.
+  at::Tensor from_view(const at::Tensor& t4) const {
+    return layout == LossLayout::kImages ? t4 : t4.squeeze(3).transpose(1, 2);
+  }
+};
+
+inline bool is_supported_loss_dtype(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+// Validates the arguments (each failure names `api`, the argument, what was expected and what arrived)
+// and builds the problem.
+inline MaskedLossProblem make_masked_loss_problem(const at::Tensor& pred, const at::Tensor& target,
+                                                  const at::Tensor& mask, const MaskedLossSpec& spec,
+                                                  const char* api) {
+  SIMMIM_CHECK(pred.defined() && (pred.dim() == 4 || pred.dim() == 3), api, "pred",
+               "a 4-D tensor [B, C, H, W] (images) or a 3-D tensor [B, L, D] (patchified)", describe(pred));
+  SIMMIM_CHECK(is_supported_loss_dtype(pred.scalar_type()), api, "pred",
+               "a float, double, half or bfloat16 tensor", describe(pred));
+  SIMMIM_CHECK(pred.numel() > 0, api, "pred", "non-empty", describe(pred));
+  SIMMIM_CHECK(target.defined() && target.sizes() == pred.sizes(), api, "target",
+               "a tensor of pred's shape " + shape_str(pred), describe(target));
+  SIMMIM_CHECK(target.scalar_type() == pred.scalar_type(), api, "target",
+               std::string("of pred's dtype ") + c10::toString(pred.scalar_type()), describe(target));
+  SIMMIM_CHECK(target.device() == pred.device(), api, "target", "on pred's device " + pred.device().str(),
+               describe(target));
+  SIMMIM_CHECK(mask.defined() && (mask.scalar_type() == at::kBool || mask.scalar_type() == at::kByte ||
+                                  at::isFloatingType(mask.scalar_type())),
+               api, "mask", "a bool, uint8 or floating-point (weights) tensor", describe(mask));
+  SIMMIM_CHECK(mask.device() == pred.device(), api, "mask", "on pred's device " + pred.device().str(),
+               describe(mask));
+  SIMMIM_CHECK_VALUE(spec.patch_size > 0, api, "options.patch_size", "positive", spec.patch_size);
+  SIMMIM_CHECK_VALUE(std::isfinite(spec.eps) && spec.eps >= 0, api, "options.eps", "finite and >= 0", spec.eps);
+  SIMMIM_CHECK_VALUE(std::isfinite(spec.norm_eps) && spec.norm_eps >= 0, api, "options.norm_eps",
+                     "finite and >= 0", spec.norm_eps);
+  SIMMIM_CHECK_VALUE(std::isfinite(spec.beta) && spec.beta >= 0, api, "options.beta", "finite and >= 0",
+                     spec.beta);
+
+  MaskedLossProblem pb;
+  pb.spec = spec;
+  if (pb.spec.kind == LossKind::kSmoothL1 && pb.spec.beta == 0) pb.spec.kind = LossKind::kL1;
+  pb.pred = pred;
+  pb.target = target;
+  pb.mask = mask;
+  const int64_t B = pred.size(0);
+  if (pred.dim() == 4) {
+    const int64_t p = spec.patch_size;
+    const Size2d grid = patch_grid({pred.size(2), pred.size(3)}, p, api, "pred's image size");
+    SIMMIM_CHECK(mask.dim() == 3 && mask.size(0) == B && mask.size(1) == grid.h && mask.size(2) == grid.w, api,
+                 "mask",
+                 "[B, h, w] with h*p == H and w*p == W, i.e. " + shape_str({B, grid.h, grid.w}) + " for pred " +
+                     shape_str(pred) + " with p = " + std::to_string(p),
+                 "mask " + shape_str(mask));
+    pb.layout = LossLayout::kImages;
+    pb.pred4 = pred;
+    pb.target4 = target;
+    pb.mask3 = mask;
+    pb.patch = p;
+    pb.unit_elems = pred.size(1);
+    pb.units_per_cell = p * p;
+  } else {
+    SIMMIM_CHECK(mask.dim() == 2 && mask.size(0) == B && mask.size(1) == pred.size(1), api, "mask",
+                 "[B, L] = " + shape_str({B, pred.size(1)}) + " for pred " + shape_str(pred),
+                 "mask " + shape_str(mask));
+    pb.layout = LossLayout::kPatchified;
+    pb.pred4 = pred.transpose(1, 2).unsqueeze(3);
+    pb.target4 = target.transpose(1, 2).unsqueeze(3);
+    pb.mask3 = mask.unsqueeze(2);
+    pb.patch = 1;
+    pb.unit_elems = pred.size(2);
+    pb.units_per_cell = 1;
+  }
+  if (spec.norm_pix) {
+    const int64_t group = pb.patch * pb.patch * pb.pred4.size(1);
+    SIMMIM_CHECK_VALUE(group >= 2, api, "a norm_pix patch (p*p*C values, or D for patchified)",
+                       "at least 2 values (the variance is unbiased)", group);
+  }
+  return pb;
+}
+
+}  // namespace dispatch
+SIMMIM_NAMESPACE_END

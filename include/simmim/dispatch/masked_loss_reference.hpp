@@ -1,0 +1,84 @@
+#pragma once
+// The reference masked losses: the originals' op sequences (SimMIM's repeat_interleave'd pixel mask, MAE's
+// per-patch mean then masked mean) as composite ATen ops. Autograd-native, any device, any derivative
+// order: the oracle the fused backends are tested against, and the fallback kAuto uses.
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Reduction.h>
+
+#include <array>
+
+#include "simmim/core/patchify.hpp"
+#include "simmim/dispatch/masked_loss_problem.hpp"
+
+SIMMIM_NAMESPACE_BEGIN
+namespace dispatch {
+
+// MAE's norm-pix target: each token [.., D] standardized by its own mean and unbiased variance.
+inline at::Tensor normalize_patches(const at::Tensor& tokens, double eps) {
+  const int64_t last = -1;
+  const at::Tensor mean = tokens.mean(at::IntArrayRef(last), /*keepdim=*/true);
+  const at::Tensor var = tokens.var(at::IntArrayRef(last), /*unbiased=*/true, /*keepdim=*/true);
+  return (tokens - mean) / (var + eps).pow(0.5);
+}
+
+// The per-element loss l(pred - target), unreduced, as torch computes it.
+inline at::Tensor elementwise_loss(const at::Tensor& pred, const at::Tensor& target, const MaskedLossSpec& spec,
+                                   const char* api) {
+  switch (spec.kind) {
+    case LossKind::kL1: return at::l1_loss(pred, target, at::Reduction::None);
+    case LossKind::kL2: return (pred - target).pow(2);
+    case LossKind::kSmoothL1:
+      // LibTorch 1.13 has no CPU half kernel for smooth_l1_loss's backward: run half in float.
+      if (pred.scalar_type() == at::kHalf) {
+        return at::smooth_l1_loss(pred.to(at::kFloat), target.to(at::kFloat), at::Reduction::None, spec.beta)
+            .to(at::kHalf);
+      }
+      return at::smooth_l1_loss(pred, target, at::Reduction::None, spec.beta);
+  }
+  TORCH_CHECK_VALUE(false, api, ": options.kind must be LossKind::kL1, kL2 or kSmoothL1; got LossKind(",
+                    static_cast<int>(spec.kind), ")");
+}
+
+// The loss of a validated problem. No gradient reaches the mask (it is detached), as in the fused path.
+inline at::Tensor masked_loss_reference(const MaskedLossProblem& pb, const char* api) {
+  const MaskedLossSpec& s = pb.spec;
+  const at::Tensor& pred = pb.pred;
+  const at::Tensor mask = pb.mask.detach().to(pred.scalar_type());
+  // Sums of half/bfloat16 values accumulate and land in float: the loss of a large batch overflows half's
+  // 65504 long before its mean does.
+  const at::ScalarType acc = at::toOpMathType(pred.scalar_type());
+  const bool mean = s.reduction == LossReduction::kMean;
+  at::Tensor numerator, unit_sums;
+  double divisor = 1;
+  if (pb.layout == LossLayout::kImages) {
+    // SimMIM: loss = sum(l * m) / (sum(m) + eps) / C with m the patch mask upsampled to pixels.
+    const int64_t p = s.patch_size;
+    const at::Tensor m = mask.repeat_interleave(p, 1).repeat_interleave(p, 2).unsqueeze(1);
+    at::Tensor target = pb.target;
+    if (s.norm_pix) {
+      const Size2d grid{pred.size(2) / p, pred.size(3) / p};
+      target = unpatchify(normalize_patches(patchify(target, p), s.norm_eps), p, grid);
+    }
+    const at::Tensor weighted = elementwise_loss(pred, target, s, api) * m;
+    const std::array<int64_t, 3> dims{1, 2, 3};
+    numerator = mean ? weighted.sum(acc) : weighted.sum(at::IntArrayRef(dims), false, acc);
+    unit_sums = m.sum(at::IntArrayRef(dims), false, at::kDouble);
+    divisor = static_cast<double>(pred.size(1));
+  } else {
+    // MAE: loss = sum(mean_D(l) * mask) / (sum(mask) + eps).
+    const at::Tensor target = s.norm_pix ? normalize_patches(pb.target, s.norm_eps) : pb.target;
+    const int64_t last = -1;
+    const at::Tensor weighted = elementwise_loss(pred, target, s, api).mean(at::IntArrayRef(last)) * mask;
+    const int64_t tokens = 1;
+    numerator = mean ? weighted.sum(acc) : weighted.sum(at::IntArrayRef(tokens), false, acc);
+    unit_sums = mask.sum(at::IntArrayRef(tokens), false, at::kDouble);
+  }
+  at::Tensor den = pb.denominator(unit_sums);
+  if (mean) den = den.reshape({});
+  return (numerator.to(at::kDouble) / den / divisor).to(pred.scalar_type());
+}
+
+}  // namespace dispatch
+SIMMIM_NAMESPACE_END
