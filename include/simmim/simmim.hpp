@@ -7,3 +7,4 @@
 #include "simmim/core/shape.hpp"
 #include "simmim/core/version.hpp"
 #include "simmim/masking/mask_factory.hpp"
+#include "simmim/loss/masked_loss.hpp"
