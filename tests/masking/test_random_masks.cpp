@@ -118,7 +118,8 @@ TEST_CASE("MAE: same noise, same masks as the official random_masking", "[maskin
   simmim::MAEMask gen(simmim::MAEMaskOptions({96, 128}).ratio(0.75));
   const int64_t B = 8, L = gen.grid().area(), keep = gen.len_keep();
   const auto noise = torch::rand({B, L}, make_generator(42));
-  const auto ids_shuffle = torch::argsort(noise, int64_t{1}, false);
+  // Stable: float noise has ties now and then, which the official code leaves in an unspecified order.
+  const auto ids_shuffle = std::get<1>(torch::sort(noise, /*stable=*/true, /*dim=*/1, /*descending=*/false));
   const auto ids_restore = torch::argsort(ids_shuffle, int64_t{1}, false);
   auto mask = torch::ones({B, L});
   mask.narrow(1, 0, keep).zero_();
@@ -127,6 +128,17 @@ TEST_CASE("MAE: same noise, same masks as the official random_masking", "[maskin
   REQUIRE(torch::equal(b.ids_keep, ids_shuffle.narrow(1, 0, keep)));
   REQUIRE(torch::equal(b.ids_restore, ids_restore));
   REQUIRE(torch::equal(b.flat_mask(), mask.to(torch::kBool)));
+}
+
+TEST_CASE("argsort_noise is a stable argsort of [0, 1) noise", "[masking][mae]") {
+  const int64_t L = GENERATE(1, 7, 196, 1000);
+  const auto noise = torch::rand({33, L}, make_generator(static_cast<uint64_t>(L)));
+  const auto stable = [](const torch::Tensor& x) { return std::get<1>(torch::sort(x, true, 1, false)); };
+  REQUIRE(torch::equal(simmim::detail::argsort_noise(noise), stable(noise)));
+  const auto tied = noise.mul(8).floor().div(8);  // many ties: index order decides
+  REQUIRE(torch::equal(simmim::detail::argsort_noise(tied), stable(tied)));
+  const auto strided = torch::rand({L, 5}, make_generator(1)).t();
+  REQUIRE(torch::equal(simmim::detail::argsort_noise(strided), stable(strided)));
 }
 
 TEST_CASE("MAE: every patch equally likely to stay visible", "[masking][mae]") {

@@ -59,7 +59,7 @@ class MAEMask final : public MaskGenerator {
  protected:
   MaskBatch draw(int64_t B, at::Generator& gen) const override {
     const at::Tensor noise = at::rand({B, grid().area()}, gen);
-    return mask_batch_from_shuffle(at::argsort(noise, /*dim=*/int64_t{1}, /*descending=*/false), len_keep_, grid());
+    return mask_batch_from_shuffle(detail::argsort_noise(noise), len_keep_, grid());
   }
 
  private:

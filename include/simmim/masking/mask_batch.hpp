@@ -5,8 +5,12 @@
 // strategy, so they mean the same thing everywhere.
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <vector>
 
 #include "simmim/core/check.hpp"
 #include "simmim/core/shape.hpp"
@@ -38,6 +42,38 @@ struct MaskBatch {
     return out;
   }
 };
+
+namespace detail {
+
+// argsort(noise, dim=1) for noise drawn by at::rand (float [B, L] on the CPU, values in [0, 1)), ties
+// broken by index like a stable sort. Non-negative floats order like their bit patterns, so each
+// (value, index) pair packs into one uint64 and an integer sort does the work: about 5x faster than
+// at::argsort on 128 x 196, which dominated the SimMIM and MAE draws.
+inline at::Tensor argsort_noise(const at::Tensor& noise) {
+  TORCH_INTERNAL_ASSERT(noise.dim() == 2 && noise.scalar_type() == at::kFloat && noise.device().is_cpu() &&
+                            noise.size(1) <= INT64_C(0xFFFFFFFF),
+                        "argsort_noise: needs float [B, L] CPU noise; got ", describe(noise));
+  const at::Tensor x = noise.contiguous();
+  const int64_t B = x.size(0), L = x.size(1);
+  at::Tensor out = at::empty({B, L}, at::kLong);
+  const float* src = x.data_ptr<float>();
+  int64_t* dst = out.data_ptr<int64_t>();
+  at::parallel_for(0, B, 16, [&](int64_t begin, int64_t end) {
+    std::vector<uint64_t> keys(static_cast<size_t>(L));
+    for (int64_t b = begin; b < end; ++b) {
+      for (int64_t i = 0; i < L; ++i) {
+        uint32_t bits;
+        std::memcpy(&bits, src + b * L + i, sizeof(bits));
+        keys[static_cast<size_t>(i)] = (static_cast<uint64_t>(bits) << 32) | static_cast<uint64_t>(i);
+      }
+      std::sort(keys.begin(), keys.end());
+      for (int64_t i = 0; i < L; ++i) dst[b * L + i] = static_cast<int64_t>(keys[static_cast<size_t>(i)] & 0xFFFFFFFFu);
+    }
+  });
+  return out;
+}
+
+}  // namespace detail
 
 // MAE's construction from a per-sample shuffle: ids_shuffle [B, L] lists every patch once per row, the
 // first len_keep visible. ids_restore = argsort(ids_shuffle), computed as the inverse permutation by a

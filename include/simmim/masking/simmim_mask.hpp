@@ -78,7 +78,7 @@ class SimMIMMask final : public MaskGenerator {
   MaskBatch draw(int64_t B, at::Generator& gen) const override {
     // Official: np.random.permutation(cells)[:count] per sample; argsort of uniform noise is a uniform
     // permutation, drawn for the whole batch at once.
-    const at::Tensor perm = at::argsort(at::rand({B, cells_.area()}, gen), /*dim=*/int64_t{1}, /*descending=*/false);
+    const at::Tensor perm = detail::argsort_noise(at::rand({B, cells_.area()}, gen));
     at::Tensor cell_mask = at::zeros({B, cells_.area()}, at::kBool);
     cell_mask.scatter_(1, perm.narrow(1, 0, mask_count_), true);
     const at::Tensor mask = cell_mask.view({B, cells_.h, 1, cells_.w, 1})
