@@ -1,0 +1,73 @@
+// One pretraining step (forward + backward, no optimizer) of the assembled models on the CPU, in images
+// per second:
+//   simmim_step/vit_tiny/B4_224            SimMIM, ViT-Ti/16 (192 wide, 12 blocks), 224x224, mask ratio 0.6
+//   mae_step/vit_tiny/B4_224/ratio:R       MAE, ViT-Ti/16 encoder + 128-wide 4-block decoder, R = 0.5 / 0.75 / 0.9:
+//                                          the encoder sees (1 - R) of the tokens, so the step gets cheaper
+//   simmim_step/mnist/B64_28, mae_step/mnist/B64_28/ratio:0.75   the 28x28 presets (patch 7, width 128, depth 4)
+// Masks come from the library's generators, drawn once outside the timed loop (their cost is in
+// bench/masking). Items processed = images. Batch 4 at 224: Debian's LibTorch runs on the reference
+// (netlib) BLAS, where one ViT-Ti step of 8 images already takes tens of seconds.
+#include <benchmark/benchmark.h>
+#include <torch/torch.h>
+
+#include "simmim/masking/mask_factory.hpp"
+#include "simmim/model/mae_model.hpp"
+#include "simmim/model/simmim_model.hpp"
+
+namespace {
+
+template <typename Model, typename Forward>
+void run_steps(benchmark::State& state, Model& model, const at::Tensor& images, Forward forward) {
+  for (auto _ : state) {
+    model->zero_grad();
+    auto out = forward();
+    out.loss.backward();
+    benchmark::DoNotOptimize(out.loss.data_ptr());
+  }
+  state.SetItemsProcessed(state.iterations() * images.size(0));
+}
+
+void simmim_step(benchmark::State& state, simmim::SimMIMOptions options, int64_t batch) {
+  torch::manual_seed(0);
+  simmim::SimMIM model(options);
+  const auto& enc = options.encoder();
+  const auto images = torch::randn({batch, enc.in_chans(), enc.img_size().h, enc.img_size().w});
+  // SimMIM's 32-pixel mask cells where they fit, else one cell per patch (28x28 with patch 7).
+  const int64_t cell = enc.img_size().h % 32 == 0 && enc.img_size().w % 32 == 0 ? 32 : enc.patch_size();
+  const auto masks = simmim::make_mask_generator("simmim:ratio=0.6,mask_patch=" + std::to_string(cell),
+                                                 simmim::MaskGeometry(enc.img_size(), enc.patch_size()))
+                         ->generate(batch, simmim::make_generator(1));
+  run_steps(state, model, images, [&] { return model(images, masks.mask); });
+}
+
+void mae_step(benchmark::State& state, simmim::MAEOptions options, int64_t batch, double ratio) {
+  torch::manual_seed(0);
+  simmim::MAE model(options);
+  const auto& enc = options.encoder();
+  const auto images = torch::randn({batch, enc.in_chans(), enc.img_size().h, enc.img_size().w});
+  const auto masks = simmim::make_mask_generator("mae:ratio=" + std::to_string(ratio),
+                                                 simmim::MaskGeometry(enc.img_size(), enc.patch_size()))
+                         ->generate(batch, simmim::make_generator(1));
+  run_steps(state, model, images, [&] { return model->forward_batch(images, masks); });
+}
+
+}  // namespace
+
+BENCHMARK_CAPTURE(simmim_step, vit_tiny / B4_224, simmim::SimMIMOptions::vit_tiny(), 4)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(1.0);
+BENCHMARK_CAPTURE(mae_step, vit_tiny / B4_224 / ratio : 0.5, simmim::MAEOptions::vit_tiny(), 4, 0.5)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(1.0);
+BENCHMARK_CAPTURE(mae_step, vit_tiny / B4_224 / ratio : 0.75, simmim::MAEOptions::vit_tiny(), 4, 0.75)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(1.0);
+BENCHMARK_CAPTURE(mae_step, vit_tiny / B4_224 / ratio : 0.9, simmim::MAEOptions::vit_tiny(), 4, 0.9)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(1.0);
+BENCHMARK_CAPTURE(simmim_step, mnist / B64_28, simmim::SimMIMOptions::mnist(), 64)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(1.0);
+BENCHMARK_CAPTURE(mae_step, mnist / B64_28 / ratio : 0.75, simmim::MAEOptions::mnist(), 64, 0.75)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(1.0);

@@ -1,0 +1,178 @@
+#pragma once
+// The SimMIM pretraining model: an encoder (our ViT, or any module implementing EncoderAdapter) sees the
+// image with masked patches replaced by the mask token, a light head predicts the pixels, and the
+// masked L1 loss of DESIGN.md scores only the masked patches.
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/pimpl.h>
+#include <torch/serialize.h>
+
+#include <memory>
+#include <ostream>
+#include <string>
+#include <type_traits>
+
+#include "simmim/core/check.hpp"
+#include "simmim/decoder/conv_head.hpp"
+#include "simmim/decoder/simmim_head.hpp"
+#include "simmim/encoder/encoder_adapter.hpp"
+#include "simmim/encoder/vision_transformer.hpp"
+#include "simmim/loss/masked_loss.hpp"
+#include "simmim/model/pretrain_output.hpp"
+
+SIMMIM_NAMESPACE_BEGIN
+
+enum class HeadKind {
+  kLinear,  // SimMIMHead: 1x1 conv + PixelShuffle (the paper's choice)
+  kConv,    // ConvHead: 3x3 conv layers first
+};
+
+struct SimMIMOptions {
+  /* implicit */ SimMIMOptions(VisionTransformerOptions encoder = VisionTransformerOptions())  // NOLINT
+      : encoder_(std::move(encoder)) {}
+
+  // ViT presets (see VisionTransformerOptions). vit_base follows SimMIM's ViT-B recipe: LayerScale 0.1,
+  // drop path 0.1 (its relative position bias is not implemented; learned absolute positions instead).
+  static SimMIMOptions vit_tiny(Size2d img_size = Size2d(224), int64_t patch_size = 16) {
+    return SimMIMOptions(VisionTransformerOptions::tiny(img_size, patch_size));
+  }
+  static SimMIMOptions vit_small(Size2d img_size = Size2d(224), int64_t patch_size = 16) {
+    return SimMIMOptions(VisionTransformerOptions::small(img_size, patch_size));
+  }
+  static SimMIMOptions vit_base(Size2d img_size = Size2d(224), int64_t patch_size = 16) {
+    return SimMIMOptions(
+        VisionTransformerOptions::base(img_size, patch_size).layer_scale_init(0.1).drop_path_rate(0.1));
+  }
+  static SimMIMOptions mnist() { return SimMIMOptions(VisionTransformerOptions::mnist()); }
+
+  // The ViT the model builds when no encoder is passed in (ignored when one is).
+  TORCH_ARG(VisionTransformerOptions, encoder);
+  // Prediction head.
+  TORCH_ARG(HeadKind, head) = HeadKind::kLinear;
+  // ConvHead's hidden width and number of 3x3 layers (kConv only).
+  TORCH_ARG(int64_t, head_hidden_channels) = 256;
+  TORCH_ARG(int64_t, head_num_layers) = 1;
+  // Per-pixel loss: L1 is SimMIM's; L2 / smooth-L1 for ablations. The rest is MaskedLossOptions::simmim.
+  TORCH_ARG(LossKind, loss) = LossKind::kL1;
+  // Loss backend (kAuto: fused where available).
+  TORCH_ARG(Backend, loss_backend) = Backend::kAuto;
+};
+
+// Submodules "encoder" and "head". With our ViT, parameter names are "encoder.patch_embed.proj.weight",
+// "encoder.mask_mixer.mask_token", "encoder.pos.pos_embed", "encoder.blocks.<i>....", "head.conv.weight".
+class SimMIMImpl : public torch::nn::Cloneable<SimMIMImpl> {
+ public:
+  // Builds its own VisionTransformer from options.encoder().
+  explicit SimMIMImpl(SimMIMOptions options_ = {}) : options(std::move(options_)) { reset(); }
+
+  // Pretrains a given encoder: a module deriving from torch::nn::Module (Cloneable, for clone()) and
+  // EncoderAdapter. The model shares the module with the caller (training it trains theirs).
+  template <typename Encoder>
+  explicit SimMIMImpl(std::shared_ptr<Encoder> encoder, SimMIMOptions options_ = {}) : options(std::move(options_)) {
+    static_assert(is_encoder_module_v<Encoder>,
+                  "simmim::SimMIM: the encoder must derive from both torch::nn::Module and simmim::EncoderAdapter");
+    SIMMIM_CHECK(encoder != nullptr, "simmim::SimMIM", "encoder", "a module", "a null pointer");
+    encoder_ = encoder;
+    adapter_ = encoder;
+    custom_encoder_ = true;
+    reset();
+  }
+  template <typename Impl>
+  explicit SimMIMImpl(const torch::nn::ModuleHolder<Impl>& encoder, SimMIMOptions options_ = {})
+      : SimMIMImpl(encoder.ptr(), std::move(options_)) {}
+
+  void reset() override {
+    constexpr const char* api = "simmim::SimMIM";
+    if (!custom_encoder_) {
+      VisionTransformer vit(options.encoder());
+      encoder_ = vit.ptr();
+      adapter_ = vit.ptr();
+    } else if (encoder_registered_) {
+      // A second reset() comes from clone() (or the user): the copy must not share the encoder.
+      encoder_ = encoder_->clone();
+      adapter_ = std::dynamic_pointer_cast<EncoderAdapter>(encoder_);
+      TORCH_INTERNAL_ASSERT(adapter_ != nullptr, "a cloned encoder lost its EncoderAdapter base");
+    }
+    register_module("encoder", encoder_);
+    encoder_registered_ = true;
+    const int64_t C = adapter_->in_channels(), s = adapter_->stride(), D = adapter_->out_channels();
+    SIMMIM_CHECK_VALUE(C > 0 && s > 0 && D > 0 && adapter_->patch_size() > 0, api, "encoder",
+                       "positive in_channels, patch_size, stride and out_channels", "in_channels ", C, ", patch_size ",
+                       adapter_->patch_size(), ", stride ", s, ", out_channels ", D);
+    if (options.head() == HeadKind::kLinear) {
+      linear_head = register_module("head", SimMIMHead(SimMIMHeadOptions(D, s, C)));
+      conv_head = nullptr;
+    } else {
+      conv_head = register_module("head", ConvHead(ConvHeadOptions(D, s, C)
+                                                       .hidden_channels(options.head_hidden_channels())
+                                                       .num_layers(options.head_num_layers())));
+      linear_head = nullptr;
+    }
+  }
+
+  void pretty_print(std::ostream& os) const override {
+    os << "simmim::SimMIM(patch_size=" << adapter_->patch_size() << ", stride=" << adapter_->stride()
+       << ", head=" << (options.head() == HeadKind::kLinear ? "linear" : "conv") << ")";
+  }
+
+  // images [B, C, H, W] (stride | H, W); mask [B, H/p, W/p], p = the encoder's patch_size(): bool / uint8
+  // (true = masked) or floating weights. Returns {loss, reconstruction [B, C, H, W], mask}.
+  PretrainOutput forward(const at::Tensor& images, const at::Tensor& mask) {
+    constexpr const char* api = "simmim::SimMIM::forward";
+    const int64_t C = adapter_->in_channels(), p = adapter_->patch_size(), s = adapter_->stride();
+    SIMMIM_CHECK(images.defined() && images.dim() == 4 && images.size(1) == C && images.size(2) % s == 0 &&
+                     images.size(3) % s == 0 && images.size(2) % p == 0 && images.size(3) % p == 0,
+                 api, "images",
+                 "[B, " + std::to_string(C) + ", H, W] with H, W divisible by the encoder's stride " +
+                     std::to_string(s) + " and patch size " + std::to_string(p),
+                 describe(images));
+    const int64_t B = images.size(0), h = images.size(2) / p, w = images.size(3) / p;
+    SIMMIM_CHECK(mask.defined() && mask.dim() == 3 && mask.size(0) == B && mask.size(1) == h && mask.size(2) == w, api,
+                 "mask",
+                 "[B, H/p, W/p] = [" + std::to_string(B) + ", " + std::to_string(h) + ", " + std::to_string(w) +
+                     "] (p = " + std::to_string(p) + ")",
+                 describe(mask));
+    const at::Tensor features = adapter_->forward_features(images, mask);
+    check_feature_map(*adapter_, images, features, api);
+    at::Tensor reconstruction = linear_head.is_empty() ? conv_head(features) : linear_head(features);
+    at::Tensor loss =
+        masked_reconstruction_loss(reconstruction, images, mask,
+                                   MaskedLossOptions::simmim(p).kind(options.loss()).backend(options.loss_backend()));
+    return {loss, reconstruction, mask};
+  }
+
+  // The encoder alone: to freeze, export, fine-tune. encoder_as<VisionTransformerImpl>() for our ViT.
+  std::shared_ptr<torch::nn::Module> encoder() const { return encoder_; }
+  template <typename T>
+  std::shared_ptr<T> encoder_as() const {
+    return std::dynamic_pointer_cast<T>(encoder_);
+  }
+  EncoderAdapter& adapter() const { return *adapter_; }
+  std::shared_ptr<torch::nn::Module> head() const {
+    if (linear_head.is_empty()) return conv_head.ptr();
+    return linear_head.ptr();
+  }
+
+  // Stops (or restarts) gradients to the encoder's parameters, e.g. to train only the head.
+  void freeze_encoder(bool frozen = true) {
+    for (auto& p : encoder_->parameters()) p.requires_grad_(!frozen);
+  }
+
+  // Writes the encoder's parameters and buffers alone (torch::save); load them into a module built with
+  // the same options (torch::load(vit, path)) to fine-tune or probe it.
+  void save_encoder(const std::string& path) const { torch::save(encoder_, path); }
+
+  SimMIMOptions options;
+  SimMIMHead linear_head{nullptr};
+  ConvHead conv_head{nullptr};
+
+ private:
+  std::shared_ptr<torch::nn::Module> encoder_;
+  std::shared_ptr<EncoderAdapter> adapter_;
+  bool custom_encoder_ = false;
+  bool encoder_registered_ = false;
+};
+
+TORCH_MODULE(SimMIM);
+
+SIMMIM_NAMESPACE_END
