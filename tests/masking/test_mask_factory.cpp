@@ -137,3 +137,25 @@ TEST_CASE("spec parsing and writing", "[masking][factory]") {
   REQUIRE(simmim::detail::format_double(0.6) == "0.6");
   REQUIRE(simmim::detail::format_double(1.0 / 3.0) == "0.3333333333333333");
 }
+
+TEST_CASE("MaskBatch helpers: indices from a mask or a shuffle", "[masking]") {
+  // Sample 0 hides patches 1 and 2, sample 1 hides 0 and 3 (a 2x2 grid).
+  const auto mask = torch::tensor({0, 1, 1, 0, 1, 0, 0, 1}, torch::kBool).view({2, 2, 2});
+  const auto b = simmim::mask_batch_from_mask(mask);
+  simmim_test::check_mask_batch(b, 2, {2, 2});
+  REQUIRE(torch::equal(b.ids_keep, torch::tensor({0, 3, 1, 2}, torch::kLong).view({2, 2})));
+  REQUIRE(torch::equal(b.ids_restore, torch::tensor({0, 2, 3, 1, 2, 0, 1, 3}, torch::kLong).view({2, 4})));
+  const auto s = simmim::mask_batch_from_shuffle(torch::tensor({3, 1, 0, 2}, torch::kLong).view({1, 4}), 1, {2, 2});
+  REQUIRE(torch::equal(s.ids_restore, torch::tensor({2, 1, 3, 0}, torch::kLong).view({1, 4})));
+  REQUIRE(torch::equal(s.flat_mask(), torch::tensor({true, true, true, false}).view({1, 4})));
+  REQUIRE_THROWS_WITH(simmim::mask_batch_from_mask(torch::tensor({0, 1, 1, 0, 1, 1, 0, 1}, torch::kBool).view({2, 2, 2})),
+                      ContainsSubstring("simmim::mask_batch_from_mask: mask must be the same number of masked patches "
+                                        "in every sample; got 2 in sample 0 and 3 in sample 1"));
+  REQUIRE_THROWS_WITH(simmim::mask_batch_from_mask(torch::zeros({2, 2, 2})),
+                      ContainsSubstring("mask must be a bool tensor; got Float tensor [2, 2, 2] on cpu"));
+  REQUIRE_THROWS_WITH(simmim::mask_batch_from_shuffle(torch::zeros({1, 5}, torch::kLong), 1, {2, 2}),
+                      ContainsSubstring("simmim::mask_batch_from_shuffle: ids_shuffle must be an int64 [B, L] tensor "
+                                        "with L = 4; got Long tensor [1, 5] on cpu"));
+  REQUIRE_THROWS_WITH(simmim::mask_batch_from_shuffle(torch::zeros({1, 4}, torch::kLong), 5, {2, 2}),
+                      ContainsSubstring("len_keep must be in [0, 4]; got 5"));
+}

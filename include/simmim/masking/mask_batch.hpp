@@ -96,31 +96,33 @@ inline MaskBatch mask_batch_from_shuffle(const at::Tensor& ids_shuffle, int64_t 
   return out;
 }
 
-// Indices for a mask that hides the same number of patches in every sample: visible patches first,
-// then masked ones, each in row-major order (what a stable sort of the mask gives, computed with
-// cumulative sums instead of a sort). Errors if the counts differ.
+// Indices for a mask that hides the same number of patches in every sample: the shuffle is "visible
+// patches in row-major order, then masked ones in row-major order" (what a stable sort of the mask would
+// give), built in one pass over the mask on the CPU. Errors if the counts differ.
 inline MaskBatch mask_batch_from_mask(const at::Tensor& mask) {
   constexpr const char* api = "simmim::mask_batch_from_mask";
   SIMMIM_CHECK_DIM(mask, 3, api, "mask", "[B, h, w]");
   SIMMIM_CHECK(mask.scalar_type() == at::kBool, api, "mask", "a bool tensor", describe(mask));
   const int64_t B = mask.size(0), L = mask.size(1) * mask.size(2);
-  const Size2d grid{mask.size(1), mask.size(2)};
-  if (L == 0) return mask_batch_from_shuffle(at::empty({B, 0}, at::kLong), 0, grid);
-  const at::Tensor flat = mask.reshape({B, L});
-  const at::Tensor masked_before = flat.to(at::kLong).cumsum(1);  // masked among patches 0..i
-  const at::Tensor counts = masked_before.select(1, L - 1);
-  const int64_t masked = counts[0].item<int64_t>();
-  SIMMIM_CHECK(counts.eq(masked).all().item<bool>(), api, "mask", "the same number of masked patches in every sample",
-               counts.min().item<int64_t>(), " to ", counts.max().item<int64_t>());
+  const at::Tensor flat = mask.reshape({B, L}).to(at::kCPU).contiguous();
+  const bool* m = flat.data_ptr<bool>();
+  const int64_t masked = B == 0 ? 0 : std::count(m, m + L, true);
+  for (int64_t b = 1; b < B; ++b) {
+    const int64_t n = std::count(m + b * L, m + (b + 1) * L, true);
+    SIMMIM_CHECK(n == masked, api, "mask", "the same number of masked patches in every sample",
+                 masked, " in sample 0 and ", n, " in sample ", b);
+  }
   const int64_t len_keep = L - masked;
-  // Position of patch i in [visible..., masked...]: its rank among the visible, or len_keep + its rank
-  // among the masked.
-  const at::Tensor index = at::arange(L, at::kLong).expand({B, L});
-  const at::Tensor rank = at::where(flat, masked_before - 1 + len_keep, index - masked_before);
-  const at::Tensor ids_shuffle = at::empty({B, L}, at::kLong).scatter_(1, rank, index);
-  MaskBatch out = mask_batch_from_shuffle(ids_shuffle, len_keep, grid);
-  out.mask = mask;  // the caller's tensor, identical to the rebuilt one
-  return out;
+  at::Tensor ids_shuffle = at::empty({B, L}, at::kLong);
+  int64_t* out = ids_shuffle.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t* visible = out + b * L;
+    int64_t* hidden = visible + len_keep;
+    for (int64_t i = 0; i < L; ++i) *(m[b * L + i] ? hidden++ : visible++) = i;
+  }
+  MaskBatch result = mask_batch_from_shuffle(ids_shuffle.to(mask.device()), len_keep, {mask.size(1), mask.size(2)});
+  result.mask = mask;  // the caller's tensor, identical to the rebuilt one
+  return result;
 }
 
 SIMMIM_NAMESPACE_END
