@@ -35,7 +35,7 @@ struct VisionTransformerOptions {
       : img_size_(img_size), patch_size_(patch_size), embed_dim_(embed_dim), depth_(depth), num_heads_(num_heads) {}
 
   // Presets: ViT-Ti/S/B (DeiT's widths), and a small one for 28 x 28 single-channel images
-  // (Fashion-MNIST): patch 7 (a 4 x 4 grid), width 128, depth 4, 4 heads; it pretrains on 2 CPU cores.
+  // (Fashion-MNIST): patch 7 (a 4 x 4 grid), width 128, depth 4, 4 heads; a CPU pretrains it (bench/README.md).
   static VisionTransformerOptions tiny(Size2d img_size = Size2d(224), int64_t patch_size = 16) {
     return VisionTransformerOptions(img_size, patch_size, 192, 12, 3);
   }
