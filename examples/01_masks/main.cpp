@@ -56,7 +56,7 @@ std::vector<std::string> default_specs(simmim::Size2d grid) {
   return specs;
 }
 
-std::unique_ptr<simmim::MaskGenerator> make_generator(const std::string& spec, const simmim::MaskGeometry& geometry) {
+std::unique_ptr<simmim::MaskGenerator> make_row(const std::string& spec, const simmim::MaskGeometry& geometry) {
   if (spec != "tensor") return simmim::make_mask_generator(spec, geometry);
   // A user mask: a disc in the middle of the grid, as a 0/1 float tensor.
   const simmim::Size2d g = geometry.grid("01_masks");
@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
         specs.size(), static_cast<long long>(samples), c10::str(geometry.input_size).c_str(),
         static_cast<long long>(grid.h), static_cast<long long>(grid.w), static_cast<long long>(patch));
     for (const auto& spec : specs) {
-      const auto gen = make_generator(spec, geometry);
+      const auto gen = make_row(spec, geometry);
       const auto batch = gen->generate(samples, rng);
       const double frac = batch.mask.to(torch::kDouble).mean().item<double>();
       std::printf("  masked %5.1f%% %s  %s\n", 100.0 * frac, batch.has_ids() ? "fixed " : "varies",
