@@ -1,0 +1,96 @@
+// Forward + backward of the masked reconstruction losses, fused CPU against the reference (the originals'
+// op sequence), beside a plain tensor copy of the same size (the bandwidth yardstick):
+//   simmim_l1/<fused|reference>/<B>x<C>x<H>x<W>_p<p>_<dtype>   SimMIM's loss on images, bool mask [B, h, w]
+//   mae_l2_normpix/<fused|reference>/<B>x<L>x<D>_<dtype>       MAE's norm-pix loss on tokens, mask [B, L]
+//   copy/aten/<B>x<C>x<H>x<W>_<dtype>                          dst.copy_(src)
+// Bytes processed: pred + target read and the gradient written (3 tensors) for the losses, src read and
+// dst written (2 tensors) for the copy. Wall time: ATen's worker threads do the work. Threads: every
+// hardware thread (ATen's default counts physical cores as its cpuinfo sees them, 1 on some VMs), or
+// SIMMIM_BENCH_THREADS.
+#include <benchmark/benchmark.h>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "simmim/core/random.hpp"
+#include "simmim/loss/masked_loss.hpp"
+
+namespace {
+
+using simmim::Backend;
+using simmim::MaskedLossOptions;
+
+const char* dtype_name(torch::ScalarType t) { return t == torch::kBFloat16 ? "bf16" : "f32"; }
+
+std::string dims(const std::vector<int64_t>& shape) {
+  std::string s;
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "x" : "") + std::to_string(shape[i]);
+  return s;
+}
+
+// One training step's loss work: forward, backward into a fresh pred.grad.
+void loss_step(benchmark::State& state, std::vector<int64_t> shape, std::vector<int64_t> mask_shape,
+               torch::ScalarType dtype, MaskedLossOptions options) {
+  auto gen = simmim::make_generator(0);
+  const torch::Tensor pred = torch::randn(shape, gen).to(dtype).requires_grad_(true);
+  const torch::Tensor target = torch::randn(shape, gen).to(dtype);
+  const torch::Tensor mask = torch::rand(mask_shape, gen) < 0.6;
+  for (auto _ : state) {
+    pred.mutable_grad().reset();
+    simmim::masked_reconstruction_loss(pred, target, mask, options).backward();
+    benchmark::DoNotOptimize(pred.grad().data_ptr());
+  }
+  state.SetBytesProcessed(state.iterations() * 3 * pred.numel() * static_cast<int64_t>(pred.element_size()));
+  state.counters["threads"] = at::get_num_threads();
+}
+
+void copy(benchmark::State& state, std::vector<int64_t> shape, torch::ScalarType dtype) {
+  const torch::Tensor src = torch::randn(shape).to(dtype);
+  torch::Tensor dst = torch::empty_like(src);
+  for (auto _ : state) {
+    dst.copy_(src);
+    benchmark::DoNotOptimize(dst.data_ptr());
+  }
+  state.SetBytesProcessed(state.iterations() * 2 * src.numel() * static_cast<int64_t>(src.element_size()));
+  state.counters["threads"] = at::get_num_threads();
+}
+
+const bool registered = [] {
+  const char* threads = std::getenv("SIMMIM_BENCH_THREADS");
+  at::set_num_threads(threads != nullptr ? std::atoi(threads) : static_cast<int>(std::thread::hardware_concurrency()));
+  constexpr int64_t B = 32, C = 3;
+  for (const auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    for (const int64_t size : {192, 224}) {
+      const std::vector<int64_t> shape{B, C, size, size};
+      benchmark::RegisterBenchmark(("copy/aten/" + dims(shape) + "_" + dtype_name(dtype)).c_str(), copy, shape, dtype)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+      for (const int64_t p : {4, 16}) {
+        for (const auto backend : {Backend::kFusedCPU, Backend::kReference}) {
+          const std::string name = std::string("simmim_l1/") + (backend == Backend::kFusedCPU ? "fused/" : "reference/") +
+                                   dims(shape) + "_p" + std::to_string(p) + "_" + dtype_name(dtype);
+          benchmark::RegisterBenchmark(name.c_str(), loss_step, shape, std::vector<int64_t>{B, size / p, size / p},
+                                       dtype, MaskedLossOptions::simmim(p).backend(backend))
+              ->UseRealTime()
+              ->Unit(benchmark::kMillisecond);
+        }
+      }
+    }
+    // MAE ViT-B/16 on 224 x 224: 196 tokens of 16*16*3.
+    const std::vector<int64_t> tokens{B, 196, 768};
+    for (const auto backend : {Backend::kFusedCPU, Backend::kReference}) {
+      const std::string name = std::string("mae_l2_normpix/") + (backend == Backend::kFusedCPU ? "fused/" : "reference/") +
+                               dims(tokens) + "_" + dtype_name(dtype);
+      benchmark::RegisterBenchmark(name.c_str(), loss_step, tokens, std::vector<int64_t>{B, 196}, dtype,
+                                   MaskedLossOptions::mae(true).backend(backend))
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
+  return true;
+}();
+
+}  // namespace
