@@ -28,7 +28,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 base_pkgs=(cmake ninja-build g++ pkg-config libtorch-dev libgloo-dev libbenchmark-dev
-           dataset-fashion-mnist libstb-dev nlohmann-json3-dev libcli11-dev)
+           dataset-fashion-mnist libstb-dev zlib1g-dev nlohmann-json3-dev libcli11-dev)
 missing=()
 for p in "${base_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
