@@ -70,8 +70,9 @@ const bool registered = [] {
           ->Unit(benchmark::kMillisecond);
       for (const int64_t p : {4, 16}) {
         for (const auto backend : {Backend::kFusedCPU, Backend::kReference}) {
-          const std::string name = std::string("simmim_l1/") + (backend == Backend::kFusedCPU ? "fused/" : "reference/") +
-                                   dims(shape) + "_p" + std::to_string(p) + "_" + dtype_name(dtype);
+          const std::string name = std::string("simmim_l1/") +
+                                   (backend == Backend::kFusedCPU ? "fused/" : "reference/") + dims(shape) + "_p" +
+                                   std::to_string(p) + "_" + dtype_name(dtype);
           benchmark::RegisterBenchmark(name.c_str(), loss_step, shape, std::vector<int64_t>{B, size / p, size / p},
                                        dtype, MaskedLossOptions::simmim(p).backend(backend))
               ->UseRealTime()
@@ -82,8 +83,9 @@ const bool registered = [] {
     // MAE ViT-B/16 on 224 x 224: 196 tokens of 16*16*3.
     const std::vector<int64_t> tokens{B, 196, 768};
     for (const auto backend : {Backend::kFusedCPU, Backend::kReference}) {
-      const std::string name = std::string("mae_l2_normpix/") + (backend == Backend::kFusedCPU ? "fused/" : "reference/") +
-                               dims(tokens) + "_" + dtype_name(dtype);
+      const std::string name = std::string("mae_l2_normpix/") +
+                               (backend == Backend::kFusedCPU ? "fused/" : "reference/") + dims(tokens) + "_" +
+                               dtype_name(dtype);
       benchmark::RegisterBenchmark(name.c_str(), loss_step, tokens, std::vector<int64_t>{B, 196}, dtype,
                                    MaskedLossOptions::mae(true).backend(backend))
           ->UseRealTime()

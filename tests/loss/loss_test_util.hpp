@@ -17,12 +17,18 @@ enum class Memory { kContiguous, kChannelsLast, kTransposed, kSliced, kStepped, 
 
 inline const char* to_string(Memory m) {
   switch (m) {
-    case Memory::kContiguous: return "contiguous";
-    case Memory::kChannelsLast: return "channels-last";
-    case Memory::kTransposed: return "transposed";
-    case Memory::kSliced: return "sliced";
-    case Memory::kStepped: return "stepped";
-    case Memory::kExpanded: return "expanded";
+    case Memory::kContiguous:
+      return "contiguous";
+    case Memory::kChannelsLast:
+      return "channels-last";
+    case Memory::kTransposed:
+      return "transposed";
+    case Memory::kSliced:
+      return "sliced";
+    case Memory::kStepped:
+      return "stepped";
+    case Memory::kExpanded:
+      return "expanded";
   }
   return "?";
 }
@@ -79,10 +85,14 @@ struct Tolerance {
 // pass rounds once, so this is loose; tight_tolerance compares the fused pass with a double oracle.
 inline Tolerance same_dtype_tolerance(at::ScalarType t) {
   switch (t) {
-    case at::kDouble: return {1e-10, 1e-12, 0};
-    case at::kFloat: return {5e-5, 2e-6, 0};
-    case at::kHalf: return {3e-2, 5e-3, 1.2e-7};
-    default: return {1e-1, 2e-2, 0};
+    case at::kDouble:
+      return {1e-10, 1e-12, 0};
+    case at::kFloat:
+      return {5e-5, 2e-6, 0};
+    case at::kHalf:
+      return {3e-2, 5e-3, 1.2e-7};
+    default:
+      return {1e-1, 2e-2, 0};
   }
 }
 
@@ -91,9 +101,12 @@ inline Tolerance same_dtype_tolerance(at::ScalarType t) {
 // step (6e-8), where small gradients land.
 inline Tolerance tight_tolerance(at::ScalarType t) {
   switch (t) {
-    case at::kHalf: return {2e-3, 2e-4, 1.2e-7};
-    case at::kBFloat16: return {1.6e-2, 2e-3, 0};
-    default: return same_dtype_tolerance(t);
+    case at::kHalf:
+      return {2e-3, 2e-4, 1.2e-7};
+    case at::kBFloat16:
+      return {1.6e-2, 2e-3, 0};
+    default:
+      return same_dtype_tolerance(t);
   }
 }
 
@@ -146,10 +159,10 @@ inline LossRun run_loss(const torch::Tensor& pred, const torch::Tensor& target, 
 }  // namespace loss_test
 
 // CHECK that actual is close to expected, reporting the worst element when not.
-#define LOSS_CHECK_CLOSE(actual, expected, tol)                                    \
-  do {                                                                            \
-    std::string loss_check_why_;                                                  \
+#define LOSS_CHECK_CLOSE(actual, expected, tol)                                              \
+  do {                                                                                       \
+    std::string loss_check_why_;                                                             \
     const bool loss_check_ok_ = ::loss_test::close(actual, expected, tol, &loss_check_why_); \
-    INFO(loss_check_why_);                                                        \
-    CHECK(loss_check_ok_);                                                        \
+    INFO(loss_check_why_);                                                                   \
+    CHECK(loss_check_ok_);                                                                   \
   } while (0)

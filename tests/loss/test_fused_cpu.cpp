@@ -1,12 +1,15 @@
 // The fused CPU backend against the reference on hundreds of seeded random cases (every dtype, kind,
 // norm-pix, mask dtype, reduction, layout and memory layout), thread-count independence, and a
 // finite-difference gradient check of both backends in double.
-#include <catch2/catch_test_macros.hpp>
-#include <catch2/generators/catch_generators.hpp>
-
+#include <c10/core/CPUAllocator.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/generators/catch_generators.hpp>
+#include <cstring>
 #include <initializer_list>
+#include <mutex>
 #include <random>
 #include <sstream>
 #include <vector>
@@ -58,9 +61,9 @@ struct Case {
   }
   std::string str() const {
     std::ostringstream os;
-    os << c10::toString(dtype) << (images ? " images " : " patchified ") << torch::IntArrayRef(shape())
-       << " p=" << p << " " << kind << " beta=" << beta << " norm_pix=" << norm_pix << " eps=" << eps << " "
-       << reduction << " mask " << c10::toString(mask_dtype) << " fill " << mask_fill << " memory pred/target/mask "
+    os << c10::toString(dtype) << (images ? " images " : " patchified ") << torch::IntArrayRef(shape()) << " p=" << p
+       << " " << kind << " beta=" << beta << " norm_pix=" << norm_pix << " eps=" << eps << " " << reduction << " mask "
+       << c10::toString(mask_dtype) << " fill " << mask_fill << " memory pred/target/mask "
        << loss_test::to_string(pred_memory) << "/" << loss_test::to_string(target_memory) << "/"
        << loss_test::to_string(mask_memory) << " target_grad=" << target_grad;
     return os.str();
@@ -132,7 +135,68 @@ torch::Tensor make_mask(const Case& c, at::Generator& gen) {
   return loss_test::arrange(m.to(c.mask_dtype), c.mask_memory);
 }
 
+// Records the size of every CPU tensor allocation while installed (delegating to the allocator it
+// replaces), so a test can see what a computation allocates.
+class AllocationRecorder : public c10::Allocator {
+ public:
+  AllocationRecorder() : base_(c10::GetCPUAllocator()) { c10::SetCPUAllocator(this, /*priority=*/0); }
+  ~AllocationRecorder() override { c10::SetCPUAllocator(base_, /*priority=*/0); }
+  AllocationRecorder(const AllocationRecorder&) = delete;
+  AllocationRecorder& operator=(const AllocationRecorder&) = delete;
+
+#if SIMMIM_TORCH_VERSION >= 203
+  c10::DataPtr allocate(size_t n) override { return record(n); }
+  void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
+#else
+  c10::DataPtr allocate(size_t n) const override { return record(n); }
+#endif
+  c10::DeleterFnPtr raw_deleter() const override { return base_->raw_deleter(); }
+
+  std::vector<size_t> sizes() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return sizes_;
+  }
+
+ private:
+  c10::DataPtr record(size_t n) const {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      sizes_.push_back(n);
+    }
+    return base_->allocate(n);
+  }
+  c10::Allocator* base_;
+  mutable std::mutex mutex_;
+  mutable std::vector<size_t> sizes_;
+};
+
 }  // namespace
+
+TEST_CASE("the fused pass allocates no pixel-level mask: two gradient buffers, the rest at patch resolution",
+          "[loss][fused]") {
+  const int64_t B = 4, C = 3, H = 64, W = 64, p = 4;
+  const torch::Tensor pred = torch::randn({B, C, H, W}).requires_grad_(true);
+  const torch::Tensor target = torch::randn({B, C, H, W});
+  const torch::Tensor mask = torch::rand({B, H / p, W / p}) < 0.6;
+  const size_t grad_bytes = static_cast<size_t>(pred.numel()) * sizeof(float);
+  const size_t pixel_mask_bytes = static_cast<size_t>(B * H * W);  // even as bool
+  const auto allocations = [&](Backend backend) {
+    pred.mutable_grad().reset();
+    AllocationRecorder recorder;
+    simmim::masked_reconstruction_loss(pred, target, mask, MaskedLossOptions::simmim(p).backend(backend)).backward();
+    return recorder.sizes();
+  };
+  const std::vector<size_t> fused = allocations(Backend::kFusedCPU);
+  // The gradient written in the forward pass, and the one backward returns (saved * grad_output).
+  CHECK(std::count(fused.begin(), fused.end(), grad_bytes) == 2);
+  for (const size_t n : fused) {
+    if (n != grad_bytes) CHECK(n < pixel_mask_bytes);
+  }
+  // The recorder sees what the originals' op sequence allocates: the upsampled mask among the rest.
+  const std::vector<size_t> reference = allocations(Backend::kReference);
+  CHECK(std::count_if(reference.begin(), reference.end(),
+                      [&](size_t n) { return n >= pixel_mask_bytes && n != grad_bytes; }) >= 1);
+}
 
 TEST_CASE("fused CPU equals the reference on 500 random cases", "[loss][fused]") {
   std::mt19937 rng(20261123);
@@ -164,8 +228,8 @@ TEST_CASE("fused CPU equals the reference on 500 random cases", "[loss][fused]")
     // With a (nearly) empty mask and a small eps, the reference's half backward overflows computing
     // 1 / (sum(w) + eps) and multiplies inf by zero weights: NaN. The fused pass gives 0 there.
     const torch::Tensor cell_sums = mask.to(torch::kDouble).reshape({c.B, -1}).sum(1);
-    const double min_sum =
-        (c.reduction == LossReduction::kMean ? cell_sums.sum() : cell_sums.min()).item<double>() * (c.images ? c.p * c.p : 1);
+    const double min_sum = (c.reduction == LossReduction::kMean ? cell_sums.sum() : cell_sums.min()).item<double>() *
+                           (c.images ? c.p * c.p : 1);
     const bool half_overflow = c.dtype == torch::kHalf && min_sum + c.eps < 1e-3;
     LOSS_CHECK_CLOSE(fused.loss, ref.loss, tol);
     if (!slope_ties && !half_overflow) {
@@ -216,7 +280,8 @@ TEST_CASE("gradcheck in double: both backends, every kind, norm-pix, layout and 
   auto gen = simmim::make_generator(31);
   const std::vector<int64_t> shape = images ? std::vector<int64_t>{2, 2, 4, 6} : std::vector<int64_t>{2, 3, 5};
   const torch::Tensor target = torch::randn(shape, gen, torch::kDouble);
-  const torch::Tensor weights = images ? torch::rand({2, 2, 3}, gen, torch::kDouble) : torch::rand({2, 3}, gen, torch::kDouble);
+  const torch::Tensor weights =
+      images ? torch::rand({2, 2, 3}, gen, torch::kDouble) : torch::rand({2, 3}, gen, torch::kDouble);
   const auto options = MaskedLossOptions()
                            .kind(kind)
                            .beta(0.5)

@@ -1,12 +1,11 @@
 // The masked-loss API against the originals (literal transcriptions of SimMIM's and MAE's Python), the
 // general formula, reductions, mask dtypes, edge cases, gradient policy, backend choice and bad input.
+#include <torch/torch.h>
+
 #include <catch2/catch_approx.hpp>
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/generators/catch_generators.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
-
-#include <torch/torch.h>
-
 #include <limits>
 #include <sstream>
 
@@ -51,8 +50,8 @@ torch::Tensor mae_patchify(const torch::Tensor& imgs, int64_t p) {
 //   loss = (pred - target) ** 2
 //   loss = loss.mean(dim=-1)  # [N, L], mean loss per patch
 //   loss = (loss * mask).sum() / mask.sum()  # mean loss on removed patches
-torch::Tensor mae_original(const torch::Tensor& imgs, const torch::Tensor& pred, const torch::Tensor& mask,
-                           int64_t p, bool norm_pix_loss) {
+torch::Tensor mae_original(const torch::Tensor& imgs, const torch::Tensor& pred, const torch::Tensor& mask, int64_t p,
+                           bool norm_pix_loss) {
   auto target = mae_patchify(imgs, p);
   if (norm_pix_loss) {
     const auto mean = target.mean(-1, /*keepdim=*/true);
@@ -107,8 +106,8 @@ TEST_CASE("mae() equals MAE's forward_loss, value and gradient, with and without
   expected.backward();
   // MAE's patchify and simmim::patchify agree.
   REQUIRE(torch::equal(mae_patchify(imgs, p), simmim::patchify(imgs, p)));
-  const auto run = run_loss(pred_values, simmim::patchify(imgs, p), mask,
-                            MaskedLossOptions::mae(norm_pix).backend(backend));
+  const auto run =
+      run_loss(pred_values, simmim::patchify(imgs, p), mask, MaskedLossOptions::mae(norm_pix).backend(backend));
 
   const loss_test::Tolerance tol = loss_test::same_dtype_tolerance(torch::kDouble);
   LOSS_CHECK_CLOSE(run.loss, expected, tol);
@@ -194,12 +193,12 @@ TEST_CASE("kPerSample is the kMean formula within each sample", "[loss]") {
   }
   options.backend(backend);
   const torch::Tensor grad_out = torch::randn({4}, gen, opts);
-  const auto per_sample = run_loss(pred, target, mask, MaskedLossOptions(options).reduction(LossReduction::kPerSample),
-                                   false, grad_out);
+  const auto per_sample =
+      run_loss(pred, target, mask, MaskedLossOptions(options).reduction(LossReduction::kPerSample), false, grad_out);
   REQUIRE(per_sample.loss.sizes() == torch::IntArrayRef({4}));
   for (int64_t b = 0; b < 4; ++b) {
-    const auto alone = run_loss(pred.narrow(0, b, 1), target.narrow(0, b, 1), mask.narrow(0, b, 1), options, false,
-                                grad_out[b]);
+    const auto alone =
+        run_loss(pred.narrow(0, b, 1), target.narrow(0, b, 1), mask.narrow(0, b, 1), options, false, grad_out[b]);
     CHECK(per_sample.loss[b].item<double>() == Catch::Approx(alone.loss.item<double>()).epsilon(1e-12));
     CHECK(torch::allclose(per_sample.grad_pred.narrow(0, b, 1), alone.grad_pred, 1e-12, 1e-15));
   }
@@ -213,7 +212,8 @@ TEST_CASE("empty and full masks", "[loss]") {
   const torch::Tensor none = torch::zeros({2, 4, 4}, torch::kBool);
 
   SECTION("an empty mask gives 0 and zero gradients, with SimMIM's eps and with MAE's eps = 0") {
-    for (const auto& options : {MaskedLossOptions::simmim(2), MaskedLossOptions::simmim(2).kind(LossKind::kL2).eps(0)}) {
+    for (const auto& options :
+         {MaskedLossOptions::simmim(2), MaskedLossOptions::simmim(2).kind(LossKind::kL2).eps(0)}) {
       for (const auto reduction : {LossReduction::kMean, LossReduction::kPerSample}) {
         const auto run = run_loss(pred, target, none, MaskedLossOptions(options).reduction(reduction).backend(backend));
         CHECK(torch::all(run.loss == 0).item<bool>());
@@ -238,8 +238,8 @@ TEST_CASE("NaN in an input propagates to the loss, even under a zero weight", "[
   torch::Tensor pred = torch::randn({2, 3, 8, 8}).to(dtype);
   const torch::Tensor target = torch::randn({2, 3, 8, 8}).to(dtype);
   torch::Tensor mask = torch::ones({2, 4, 4}, torch::kBool);
-  mask[1][3][3] = false;
-  pred[1][2][7][7] = std::numeric_limits<float>::quiet_NaN();  // in the unmasked cell
+  mask.index_put_({1, 3, 3}, false);
+  pred.index_put_({1, 2, 7, 7}, std::numeric_limits<float>::quiet_NaN());  // in the unmasked cell
   const auto options = MaskedLossOptions::simmim(2).kind(kind).backend(backend);
   const auto run = run_loss(pred, target, mask, options);
   CHECK(std::isnan(run.loss.item<float>()));
@@ -308,12 +308,14 @@ TEST_CASE("the fused path is first-order only; the reference differentiates twic
   torch::Tensor pred = torch::randn({2, 8, 12}, gen, torch::kDouble).requires_grad_(true);
   torch::Tensor grad_out = torch::ones({}, torch::kDouble).requires_grad_(true);
 
-  const auto ref = simmim::masked_reconstruction_loss(pred, target, mask, MaskedLossOptions::mae().backend(Backend::kReference));
+  const auto ref =
+      simmim::masked_reconstruction_loss(pred, target, mask, MaskedLossOptions::mae().backend(Backend::kReference));
   const auto g_ref = torch::autograd::grad({ref}, {pred}, {grad_out}, true, true)[0];
   const auto gg = torch::autograd::grad({g_ref.sum()}, {grad_out})[0];
   CHECK(gg.item<double>() == Catch::Approx(g_ref.sum().item<double>()));
 
-  const auto fused = simmim::masked_reconstruction_loss(pred, target, mask, MaskedLossOptions::mae().backend(Backend::kFusedCPU));
+  const auto fused =
+      simmim::masked_reconstruction_loss(pred, target, mask, MaskedLossOptions::mae().backend(Backend::kFusedCPU));
   const auto g_fused = torch::autograd::grad({fused}, {pred}, {grad_out}, true, true)[0];
   CHECK(torch::allclose(g_fused, g_ref, 1e-12, 1e-15));
   REQUIRE_THROWS_WITH(g_fused.sum().backward(), ContainsSubstring("first-order only"));
@@ -325,7 +327,9 @@ TEST_CASE("backend choice: kAuto runs fused on CPU, forced backends run or expla
   const torch::Tensor mask = torch::rand({2, 4, 4}) < 0.5;
   const auto options = MaskedLossOptions::simmim(2);
   const auto fn_name = [&](Backend b) {
-    return simmim::masked_reconstruction_loss(pred, target, mask, MaskedLossOptions(options).backend(b)).grad_fn()->name();
+    return simmim::masked_reconstruction_loss(pred, target, mask, MaskedLossOptions(options).backend(b))
+        .grad_fn()
+        ->name();
   };
   CHECK_THAT(fn_name(Backend::kAuto), ContainsSubstring("FusedMaskedLoss"));
   CHECK_THAT(fn_name(Backend::kFusedCPU), ContainsSubstring("FusedMaskedLoss"));
@@ -336,7 +340,8 @@ TEST_CASE("backend choice: kAuto runs fused on CPU, forced backends run or expla
   // Without autograd the fused pass writes no gradient and still gives the same loss.
   torch::NoGradGuard no_grad;
   const auto a = simmim::masked_reconstruction_loss(pred, target, mask, options);
-  const auto b = simmim::masked_reconstruction_loss(pred, target, mask, MaskedLossOptions(options).backend(Backend::kReference));
+  const auto b =
+      simmim::masked_reconstruction_loss(pred, target, mask, MaskedLossOptions(options).backend(Backend::kReference));
   CHECK(a.item<float>() == Catch::Approx(b.item<float>()).epsilon(1e-6));
 }
 
@@ -372,29 +377,54 @@ TEST_CASE("bad input: each a clear error", "[loss]") {
   const torch::Tensor m = torch::ones({2, 4, 4}, torch::kBool);
   const std::string api = "simmim::masked_reconstruction_loss: ";
 
-  REQUIRE_THROWS_WITH(f(torch::randn({3, 16, 16}).flatten(), x, m), ContainsSubstring(api + "pred must be a 4-D tensor [B, C, H, W] (images) or a 3-D tensor [B, L, D] (patchified); got Float tensor [768]"));
-  REQUIRE_THROWS_WITH(f(x.to(torch::kInt), x, m), ContainsSubstring(api + "pred must be a float, double, half or bfloat16 tensor; got Int tensor"));
-  REQUIRE_THROWS_WITH(f(x, x.narrow(3, 0, 12), m), ContainsSubstring(api + "target must be a tensor of pred's shape [2, 3, 16, 16]; got Float tensor [2, 3, 16, 12]"));
-  REQUIRE_THROWS_WITH(f(x, x.to(torch::kDouble), m), ContainsSubstring(api + "target must be of pred's dtype Float; got Double tensor"));
-  REQUIRE_THROWS_WITH(f(x, x, m.to(torch::kLong)), ContainsSubstring(api + "mask must be a bool, uint8 or floating-point (weights) tensor; got Long tensor"));
-  REQUIRE_THROWS_WITH(f(x, x, torch::ones({2, 3, 4}, torch::kBool)), ContainsSubstring(api + "mask must be [B, h, w] with h*p == H and w*p == W, i.e. [2, 4, 4] for pred [2, 3, 16, 16] with p = 4; got mask [2, 3, 4]"));
+  REQUIRE_THROWS_WITH(f(torch::randn({3, 16, 16}).flatten(), x, m),
+                      ContainsSubstring(api + "pred must be a 4-D tensor [B, C, H, W] (images) or a 3-D tensor [B, L, "
+                                              "D] (patchified); got Float tensor [768]"));
+  REQUIRE_THROWS_WITH(f(x.to(torch::kInt), x, m),
+                      ContainsSubstring(api + "pred must be a float, double, half or bfloat16 tensor; got Int tensor"));
+  REQUIRE_THROWS_WITH(
+      f(x, x.narrow(3, 0, 12), m),
+      ContainsSubstring(api +
+                        "target must be a tensor of pred's shape [2, 3, 16, 16]; got Float tensor [2, 3, 16, 12]"));
+  REQUIRE_THROWS_WITH(f(x, x.to(torch::kDouble), m),
+                      ContainsSubstring(api + "target must be of pred's dtype Float; got Double tensor"));
+  REQUIRE_THROWS_WITH(
+      f(x, x, m.to(torch::kLong)),
+      ContainsSubstring(api + "mask must be a bool, uint8 or floating-point (weights) tensor; got Long tensor"));
+  REQUIRE_THROWS_WITH(f(x, x, torch::ones({2, 3, 4}, torch::kBool)),
+                      ContainsSubstring(api + "mask must be [B, h, w] with h*p == H and w*p == W, i.e. [2, 4, 4] for "
+                                              "pred [2, 3, 16, 16] with p = 4; got mask [2, 3, 4]"));
   REQUIRE_THROWS_WITH(f(x, x, torch::ones({2, 16}, torch::kBool)), ContainsSubstring(api + "mask must be [B, h, w]"));
   REQUIRE_THROWS_AS(f(x, x, m, MaskedLossOptions::simmim(5)), c10::ValueError);
-  REQUIRE_THROWS_WITH(f(x, x, m, MaskedLossOptions::simmim(5)), ContainsSubstring(api + "pred's image size must be divisible by the patch size 5; got 16x16"));
-  REQUIRE_THROWS_WITH(f(torch::randn({2, 5, 12}), torch::randn({2, 5, 12}), torch::ones({2, 6})), ContainsSubstring(api + "mask must be [B, L] = [2, 5] for pred [2, 5, 12]; got mask [2, 6]"));
-  REQUIRE_THROWS_WITH(f(x.narrow(0, 0, 0), x.narrow(0, 0, 0), m.narrow(0, 0, 0)), ContainsSubstring(api + "pred must be non-empty"));
+  REQUIRE_THROWS_WITH(f(x, x, m, MaskedLossOptions::simmim(5)),
+                      ContainsSubstring(api + "pred's image size must be divisible by the patch size 5; got 16x16"));
+  REQUIRE_THROWS_WITH(f(torch::randn({2, 5, 12}), torch::randn({2, 5, 12}), torch::ones({2, 6})),
+                      ContainsSubstring(api + "mask must be [B, L] = [2, 5] for pred [2, 5, 12]; got mask [2, 6]"));
+  REQUIRE_THROWS_WITH(f(x.narrow(0, 0, 0), x.narrow(0, 0, 0), m.narrow(0, 0, 0)),
+                      ContainsSubstring(api + "pred must be non-empty"));
   REQUIRE_THROWS_AS(f(x, x, m, MaskedLossOptions::simmim(4).eps(-1)), c10::ValueError);
-  REQUIRE_THROWS_WITH(f(x, x, m, MaskedLossOptions::simmim(4).eps(-1)), ContainsSubstring(api + "options.eps must be finite and >= 0; got -1"));
-  REQUIRE_THROWS_WITH(f(x, x, m, MaskedLossOptions::simmim(4).kind(LossKind::kSmoothL1).beta(-0.5)), ContainsSubstring(api + "options.beta must be finite and >= 0"));
-  REQUIRE_THROWS_WITH(f(x, x, m, MaskedLossOptions::simmim(0)), ContainsSubstring(api + "options.patch_size must be positive; got 0"));
-  REQUIRE_THROWS_WITH(f(torch::randn({2, 1, 4, 4}), torch::randn({2, 1, 4, 4}), torch::ones({2, 4, 4}), MaskedLossOptions().norm_pix(true)),
+  REQUIRE_THROWS_WITH(f(x, x, m, MaskedLossOptions::simmim(4).eps(-1)),
+                      ContainsSubstring(api + "options.eps must be finite and >= 0; got -1"));
+  REQUIRE_THROWS_WITH(f(x, x, m, MaskedLossOptions::simmim(4).kind(LossKind::kSmoothL1).beta(-0.5)),
+                      ContainsSubstring(api + "options.beta must be finite and >= 0"));
+  REQUIRE_THROWS_WITH(f(x, x, m, MaskedLossOptions::simmim(0)),
+                      ContainsSubstring(api + "options.patch_size must be positive; got 0"));
+  REQUIRE_THROWS_WITH(f(torch::randn({2, 1, 4, 4}), torch::randn({2, 1, 4, 4}), torch::ones({2, 4, 4}),
+                        MaskedLossOptions().norm_pix(true)),
                       ContainsSubstring("must be at least 2 values (the variance is unbiased); got 1"));
-  REQUIRE_THROWS_WITH(f(x, x, m, MaskedLossOptions::simmim(4).kind(static_cast<LossKind>(7))), ContainsSubstring("options.kind must be LossKind::kL1, kL2 or kSmoothL1; got LossKind(7)"));
-  REQUIRE_THROWS_WITH(f(x, x, m, MaskedLossOptions::simmim(4).kind(static_cast<LossKind>(7)).backend(Backend::kReference)), ContainsSubstring("options.kind must be"));
+  REQUIRE_THROWS_WITH(f(x, x, m, MaskedLossOptions::simmim(4).kind(static_cast<LossKind>(7))),
+                      ContainsSubstring("options.kind must be LossKind::kL1, kL2 or kSmoothL1; got LossKind(7)"));
+  REQUIRE_THROWS_WITH(
+      f(x, x, m, MaskedLossOptions::simmim(4).kind(static_cast<LossKind>(7)).backend(Backend::kReference)),
+      ContainsSubstring("options.kind must be"));
   // Devices: a meta tensor stands in for another device on this CPU-only machine.
   const torch::Tensor on_meta = torch::empty({2, 3, 16, 16}, torch::TensorOptions().device(torch::kMeta));
-  REQUIRE_THROWS_WITH(f(x, on_meta, m), ContainsSubstring(api + "target must be on pred's device cpu; got Float tensor [2, 3, 16, 16] on meta"));
+  REQUIRE_THROWS_WITH(
+      f(x, on_meta, m),
+      ContainsSubstring(api + "target must be on pred's device cpu; got Float tensor [2, 3, 16, 16] on meta"));
   REQUIRE_THROWS_WITH(f(x, x, m.to(torch::kMeta)), ContainsSubstring(api + "mask must be on pred's device cpu"));
-  REQUIRE_THROWS_WITH(f(on_meta, on_meta, m.to(torch::kMeta), MaskedLossOptions::simmim(4).backend(Backend::kFusedCPU)),
-                      ContainsSubstring(api + "the inputs of Backend::kFusedCPU must be CPU tensors; got Float tensor [2, 3, 16, 16] on meta"));
+  REQUIRE_THROWS_WITH(
+      f(on_meta, on_meta, m.to(torch::kMeta), MaskedLossOptions::simmim(4).backend(Backend::kFusedCPU)),
+      ContainsSubstring(
+          api + "the inputs of Backend::kFusedCPU must be CPU tensors; got Float tensor [2, 3, 16, 16] on meta"));
 }

@@ -72,8 +72,8 @@ inline GradcheckResult gradcheck(const GradcheckFn& f, const std::vector<torch::
         if (!(std::abs(num - ana) <= atol + rtol * std::abs(num))) {
           result.ok = false;
           if (mismatches++ < 8) {
-            report << "input " << k << " element " << e << " output " << o << ": numeric " << num << " analytic "
-                   << ana << "\n";
+            report << "input " << k << " element " << e << " output " << o << ": numeric " << num << " analytic " << ana
+                   << "\n";
           }
         }
       }

@@ -19,10 +19,14 @@ enum class Backend {
 
 inline constexpr const char* to_string(Backend backend) {
   switch (backend) {
-    case Backend::kAuto: return "Backend::kAuto";
-    case Backend::kReference: return "Backend::kReference";
-    case Backend::kFusedCPU: return "Backend::kFusedCPU";
-    case Backend::kFusedCUDA: return "Backend::kFusedCUDA";
+    case Backend::kAuto:
+      return "Backend::kAuto";
+    case Backend::kReference:
+      return "Backend::kReference";
+    case Backend::kFusedCPU:
+      return "Backend::kFusedCPU";
+    case Backend::kFusedCUDA:
+      return "Backend::kFusedCUDA";
   }
   return "unknown Backend";
 }

@@ -26,14 +26,14 @@
     return __VA_ARGS__();                                     \
   }
 
-#define SIMMIM_DISPATCH_LOSS_KIND(KIND, NAME, API, ...)                                                     \
-  [&] {                                                                                                     \
-    const ::simmim::LossKind simmim_dispatch_kind_ = (KIND);                                                \
-    switch (simmim_dispatch_kind_) {                                                                        \
-      SIMMIM_DISPATCH_LOSS_KIND_CASE(::simmim::LossKind::kL1, NAME, __VA_ARGS__)                            \
-      SIMMIM_DISPATCH_LOSS_KIND_CASE(::simmim::LossKind::kL2, NAME, __VA_ARGS__)                            \
-      SIMMIM_DISPATCH_LOSS_KIND_CASE(::simmim::LossKind::kSmoothL1, NAME, __VA_ARGS__)                      \
-    }                                                                                                       \
+#define SIMMIM_DISPATCH_LOSS_KIND(KIND, NAME, API, ...)                                                    \
+  [&] {                                                                                                    \
+    const ::simmim::LossKind simmim_dispatch_kind_ = (KIND);                                               \
+    switch (simmim_dispatch_kind_) {                                                                       \
+      SIMMIM_DISPATCH_LOSS_KIND_CASE(::simmim::LossKind::kL1, NAME, __VA_ARGS__)                           \
+      SIMMIM_DISPATCH_LOSS_KIND_CASE(::simmim::LossKind::kL2, NAME, __VA_ARGS__)                           \
+      SIMMIM_DISPATCH_LOSS_KIND_CASE(::simmim::LossKind::kSmoothL1, NAME, __VA_ARGS__)                     \
+    }                                                                                                      \
     TORCH_CHECK_VALUE(false, API, ": options.kind must be LossKind::kL1, kL2 or kSmoothL1; got LossKind(", \
                       static_cast<int>(simmim_dispatch_kind_), ")");                                       \
   }()

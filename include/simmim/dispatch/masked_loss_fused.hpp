@@ -75,7 +75,8 @@ inline FusedLossForward masked_loss_fused_cpu(const MaskedLossProblem& pb, bool 
 
   at::Tensor grad;
   if (want_grad) {
-    const auto format = layout == RunLayout::kInterleaved ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    const auto format =
+        layout == RunLayout::kInterleaved ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
     grad = at::empty(pred.sizes(), pred.options().memory_format(format));
     TORCH_INTERNAL_ASSERT(layout_of(grad) == layout);
   }
@@ -124,8 +125,8 @@ inline FusedLossForward masked_loss_fused_forward(const MaskedLossProblem& pb, B
 class FusedMaskedLoss : public torch::autograd::Function<FusedMaskedLoss> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& pred, const at::Tensor& target,
-                            const at::Tensor& mask, const MaskedLossProblem* problem, Backend backend,
-                            bool want_grad, const char* api) {
+                            const at::Tensor& mask, const MaskedLossProblem* problem, Backend backend, bool want_grad,
+                            const char* api) {
     // want_grad comes from the caller: needs_input_grad() is not usable in forward when nothing requires grad.
     FusedLossForward out = masked_loss_fused_forward(*problem, backend, want_grad, api);
     if (want_grad) ctx->saved_data["grad"] = out.grad;
@@ -163,7 +164,8 @@ class FusedMaskedLoss : public torch::autograd::Function<FusedMaskedLoss> {
           "simmim: the fused masked loss (Backend::kFusedCPU / kFusedCUDA) is first-order only; use "
           "Backend::kReference for higher-order gradients",
           2);
-      torch::autograd::variable_list wrapped = (*error)({fake_requires_grad(grad_pred), fake_requires_grad(grad_target)});
+      torch::autograd::variable_list wrapped =
+          (*error)({fake_requires_grad(grad_pred), fake_requires_grad(grad_target)});
       grad_pred = wrapped[0];
       grad_target = wrapped[1];
     }

@@ -23,8 +23,10 @@ enum class LossReduction {
 
 inline constexpr const char* to_string(LossReduction reduction) {
   switch (reduction) {
-    case LossReduction::kMean: return "LossReduction::kMean";
-    case LossReduction::kPerSample: return "LossReduction::kPerSample";
+    case LossReduction::kMean:
+      return "LossReduction::kMean";
+    case LossReduction::kPerSample:
+      return "LossReduction::kPerSample";
   }
   return "unknown LossReduction";
 }
@@ -99,12 +101,11 @@ inline bool is_supported_loss_dtype(at::ScalarType t) {
 // Validates the arguments (each failure names `api`, the argument, what was expected and what arrived)
 // and builds the problem.
 inline MaskedLossProblem make_masked_loss_problem(const at::Tensor& pred, const at::Tensor& target,
-                                                  const at::Tensor& mask, const MaskedLossSpec& spec,
-                                                  const char* api) {
+                                                  const at::Tensor& mask, const MaskedLossSpec& spec, const char* api) {
   SIMMIM_CHECK(pred.defined() && (pred.dim() == 4 || pred.dim() == 3), api, "pred",
                "a 4-D tensor [B, C, H, W] (images) or a 3-D tensor [B, L, D] (patchified)", describe(pred));
-  SIMMIM_CHECK(is_supported_loss_dtype(pred.scalar_type()), api, "pred",
-               "a float, double, half or bfloat16 tensor", describe(pred));
+  SIMMIM_CHECK(is_supported_loss_dtype(pred.scalar_type()), api, "pred", "a float, double, half or bfloat16 tensor",
+               describe(pred));
   SIMMIM_CHECK(pred.numel() > 0, api, "pred", "non-empty", describe(pred));
   SIMMIM_CHECK(target.defined() && target.sizes() == pred.sizes(), api, "target",
                "a tensor of pred's shape " + shape_str(pred), describe(target));
@@ -115,14 +116,12 @@ inline MaskedLossProblem make_masked_loss_problem(const at::Tensor& pred, const 
   SIMMIM_CHECK(mask.defined() && (mask.scalar_type() == at::kBool || mask.scalar_type() == at::kByte ||
                                   at::isFloatingType(mask.scalar_type())),
                api, "mask", "a bool, uint8 or floating-point (weights) tensor", describe(mask));
-  SIMMIM_CHECK(mask.device() == pred.device(), api, "mask", "on pred's device " + pred.device().str(),
-               describe(mask));
+  SIMMIM_CHECK(mask.device() == pred.device(), api, "mask", "on pred's device " + pred.device().str(), describe(mask));
   SIMMIM_CHECK_VALUE(spec.patch_size > 0, api, "options.patch_size", "positive", spec.patch_size);
   SIMMIM_CHECK_VALUE(std::isfinite(spec.eps) && spec.eps >= 0, api, "options.eps", "finite and >= 0", spec.eps);
-  SIMMIM_CHECK_VALUE(std::isfinite(spec.norm_eps) && spec.norm_eps >= 0, api, "options.norm_eps",
-                     "finite and >= 0", spec.norm_eps);
-  SIMMIM_CHECK_VALUE(std::isfinite(spec.beta) && spec.beta >= 0, api, "options.beta", "finite and >= 0",
-                     spec.beta);
+  SIMMIM_CHECK_VALUE(std::isfinite(spec.norm_eps) && spec.norm_eps >= 0, api, "options.norm_eps", "finite and >= 0",
+                     spec.norm_eps);
+  SIMMIM_CHECK_VALUE(std::isfinite(spec.beta) && spec.beta >= 0, api, "options.beta", "finite and >= 0", spec.beta);
 
   MaskedLossProblem pb;
   pb.spec = spec;
@@ -134,8 +133,7 @@ inline MaskedLossProblem make_masked_loss_problem(const at::Tensor& pred, const 
   if (pred.dim() == 4) {
     const int64_t p = spec.patch_size;
     const Size2d grid = patch_grid({pred.size(2), pred.size(3)}, p, api, "pred's image size");
-    SIMMIM_CHECK(mask.dim() == 3 && mask.size(0) == B && mask.size(1) == grid.h && mask.size(2) == grid.w, api,
-                 "mask",
+    SIMMIM_CHECK(mask.dim() == 3 && mask.size(0) == B && mask.size(1) == grid.h && mask.size(2) == grid.w, api, "mask",
                  "[B, h, w] with h*p == H and w*p == W, i.e. " + shape_str({B, grid.h, grid.w}) + " for pred " +
                      shape_str(pred) + " with p = " + std::to_string(p),
                  "mask " + shape_str(mask));

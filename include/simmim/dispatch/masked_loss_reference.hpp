@@ -27,8 +27,10 @@ inline at::Tensor normalize_patches(const at::Tensor& tokens, double eps) {
 inline at::Tensor elementwise_loss(const at::Tensor& pred, const at::Tensor& target, const MaskedLossSpec& spec,
                                    const char* api) {
   switch (spec.kind) {
-    case LossKind::kL1: return at::l1_loss(pred, target, at::Reduction::None);
-    case LossKind::kL2: return (pred - target).pow(2);
+    case LossKind::kL1:
+      return at::l1_loss(pred, target, at::Reduction::None);
+    case LossKind::kL2:
+      return (pred - target).pow(2);
     case LossKind::kSmoothL1:
       // LibTorch 1.13 has no CPU half kernel for smooth_l1_loss's backward: run half in float.
       if (pred.scalar_type() == at::kHalf) {

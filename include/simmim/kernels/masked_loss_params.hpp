@@ -17,9 +17,12 @@ enum class LossKind { kL1, kL2, kSmoothL1 };
 
 inline constexpr const char* to_string(LossKind kind) {
   switch (kind) {
-    case LossKind::kL1: return "L1";
-    case LossKind::kL2: return "L2";
-    case LossKind::kSmoothL1: return "SmoothL1";
+    case LossKind::kL1:
+      return "L1";
+    case LossKind::kL2:
+      return "L2";
+    case LossKind::kSmoothL1:
+      return "SmoothL1";
   }
   return "unknown LossKind";
 }
@@ -39,10 +42,10 @@ struct MaskedLossParams {
   int64_t width = 0;
   int64_t patch = 1;  // one weight cell covers patch x patch pixels (all channels)
 
-  const void* pred = nullptr;    // scalar_t: float, double, half or bfloat16
-  const void* target = nullptr;  // scalar_t
-  void* grad = nullptr;          // scalar_t; nullptr: forward only, no gradient written
-  const void* weights = nullptr; // acc_t (float; double when scalar_t is double), patch resolution
+  const void* pred = nullptr;     // scalar_t: float, double, half or bfloat16
+  const void* target = nullptr;   // scalar_t
+  void* grad = nullptr;           // scalar_t; nullptr: forward only, no gradient written
+  const void* weights = nullptr;  // acc_t (float; double when scalar_t is double), patch resolution
   int64_t pred_stride[4] = {0, 0, 0, 0};
   int64_t target_stride[4] = {0, 0, 0, 0};
   int64_t grad_stride[4] = {0, 0, 0, 0};

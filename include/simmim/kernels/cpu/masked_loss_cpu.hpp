@@ -237,10 +237,10 @@ inline void masked_loss_cpu(const MaskedLossParams& P) {
         }
         for (int64_t y = i * p; y < (i + 1) * p; ++y) {
           for (int64_t r = 0; r < runs_per_row; ++r) {
-            chunk_sum += run<K, kNorm, kGrad>(at_run(pred_b, P.pred_stride, y, r),
-                                              at_run(target_b, P.target_stride, y, r),
-                                              kGrad ? at_run(grad_b, P.grad_stride, y, r) : nullptr, run_len,
-                                              w_run.data(), mean_run.data(), rstd_run.data(), scale, beta);
+            chunk_sum +=
+                run<K, kNorm, kGrad>(at_run(pred_b, P.pred_stride, y, r), at_run(target_b, P.target_stride, y, r),
+                                     kGrad ? at_run(grad_b, P.grad_stride, y, r) : nullptr, run_len, w_run.data(),
+                                     mean_run.data(), rstd_run.data(), scale, beta);
           }
         }
       }
