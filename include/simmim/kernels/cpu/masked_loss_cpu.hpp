@@ -104,6 +104,40 @@ inline double run_acc(const acc_t* __restrict p, const acc_t* __restrict t, acc_
   return s;
 }
 
+// Sum of n contiguous values, and sum of their squared deviations from `mean`, in acc_t lanes (the
+// norm-pix statistics of one segment of a cell).
+template <typename acc_t, typename scalar_t>
+inline double segment_sum(const scalar_t* t, int64_t n) {
+  constexpr int kL = kLanes<acc_t>;
+  acc_t lanes[kL] = {};
+  int64_t i = 0;
+  for (; i + kL <= n; i += kL) {
+    for (int k = 0; k < kL; ++k) lanes[k] += static_cast<acc_t>(t[i + k]);
+  }
+  for (int k = 0; i + k < n; ++k) lanes[k] += static_cast<acc_t>(t[i + k]);
+  double s = 0;
+  for (int k = 0; k < kL; ++k) s += static_cast<double>(lanes[k]);
+  return s;
+}
+
+template <typename acc_t, typename scalar_t>
+inline double segment_m2(const scalar_t* t, int64_t n, acc_t mean) {
+  constexpr int kL = kLanes<acc_t>;
+  acc_t lanes[kL] = {};
+  auto add = [&](int64_t i, int k) {
+    const acc_t dev = static_cast<acc_t>(t[i]) - mean;
+    lanes[k] += dev * dev;
+  };
+  int64_t i = 0;
+  for (; i + kL <= n; i += kL) {
+    for (int k = 0; k < kL; ++k) add(i + k, k);
+  }
+  for (int k = 0; i + k < n; ++k) add(i + k, k);
+  double s = 0;
+  for (int k = 0; k < kL; ++k) s += static_cast<double>(lanes[k]);
+  return s;
+}
+
 // A run in scalar_t: float and double go straight to run_acc; half and bfloat16 are widened to float in
 // stack blocks (accumulation stays in float, the gradient is rounded once on the way out).
 template <LossKind K, bool kNorm, bool kGrad, typename scalar_t, typename acc_t>
@@ -163,6 +197,7 @@ inline void masked_loss_cpu(const MaskedLossParams& P) {
   const bool interleaved = layout == RunLayout::kInterleaved;
   const int64_t run_len = interleaved ? W * C : W;
   const int64_t runs_per_row = interleaved ? 1 : C;
+  const int64_t seg = interleaved ? p * C : p;  // elements of one cell in one run
   const int64_t cell_elems = p * p * C;
 
   const auto* pred = static_cast<const scalar_t*>(P.pred);
@@ -177,13 +212,9 @@ inline void masked_loss_cpu(const MaskedLossParams& P) {
 
   at::parallel_for(0, B * chunks_per_sample, 1, [&](int64_t begin, int64_t end) {
     // Per-row expansions of the patch-resolution data: an element's weight (and norm-pix mean and
-    // reciprocal std) by its position in a run.
+    // reciprocal std) by its position in a run. Within a run, cell j owns the segment [j*seg, (j+1)*seg).
     std::vector<acc_t> w_run(run_len), mean_run(kNorm ? run_len : 0), rstd_run(kNorm ? run_len : 0);
-    std::vector<int64_t> cell_of(kNorm ? run_len : 0);
-    std::vector<double> cell_sum(kNorm ? cols : 0), cell_m2(kNorm ? cols : 0);
-    if constexpr (kNorm) {
-      for (int64_t k = 0; k < run_len; ++k) cell_of[k] = (interleaved ? k / C : k) / p;
-    }
+    std::vector<double> cell_mean(kNorm ? cols : 0), cell_m2(kNorm ? cols : 0);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t b = chunk / chunks_per_sample;
       const int64_t i0 = (chunk % chunks_per_sample) * rows_per_chunk;
@@ -199,40 +230,31 @@ inline void masked_loss_cpu(const MaskedLossParams& P) {
       double chunk_sum = 0;
       for (int64_t i = i0; i < i1; ++i) {
         const acc_t* w_row = weights + b * P.weight_stride[0] + i * P.weight_stride[1];
-        for (int64_t x = 0; x < W; ++x) {
-          const acc_t wx = w_row[(x / p) * P.weight_stride[2]];
-          if (interleaved) {
-            std::fill_n(w_run.data() + x * C, C, wx);
-          } else {
-            w_run[x] = wx;
-          }
-        }
+        for (int64_t j = 0; j < cols; ++j) std::fill_n(w_run.data() + j * seg, seg, w_row[j * P.weight_stride[2]]);
         if constexpr (kNorm) {
           // Mean, then the sum of squared deviations (two passes over the block, which sits in cache):
           // as accurate as torch's var, unlike a one-pass sum of squares.
-          std::fill(cell_sum.begin(), cell_sum.end(), 0.0);
+          std::fill(cell_mean.begin(), cell_mean.end(), 0.0);
           std::fill(cell_m2.begin(), cell_m2.end(), 0.0);
           for (int64_t y = i * p; y < (i + 1) * p; ++y) {
             for (int64_t r = 0; r < runs_per_row; ++r) {
               const scalar_t* t = at_run(target_b, P.target_stride, y, r);
-              for (int64_t k = 0; k < run_len; ++k) cell_sum[cell_of[k]] += static_cast<double>(t[k]);
+              for (int64_t j = 0; j < cols; ++j) cell_mean[j] += segment_sum<acc_t>(t + j * seg, seg);
             }
           }
-          for (int64_t j = 0; j < cols; ++j) cell_sum[j] /= static_cast<double>(cell_elems);
+          for (int64_t j = 0; j < cols; ++j) cell_mean[j] /= static_cast<double>(cell_elems);
           for (int64_t y = i * p; y < (i + 1) * p; ++y) {
             for (int64_t r = 0; r < runs_per_row; ++r) {
               const scalar_t* t = at_run(target_b, P.target_stride, y, r);
-              for (int64_t k = 0; k < run_len; ++k) {
-                const double dev = static_cast<double>(t[k]) - cell_sum[cell_of[k]];
-                cell_m2[cell_of[k]] += dev * dev;
+              for (int64_t j = 0; j < cols; ++j) {
+                cell_m2[j] += segment_m2<acc_t>(t + j * seg, seg, static_cast<acc_t>(cell_mean[j]));
               }
             }
           }
-          for (int64_t k = 0; k < run_len; ++k) {
-            const int64_t j = cell_of[k];
+          for (int64_t j = 0; j < cols; ++j) {
             const double var = cell_m2[j] / static_cast<double>(cell_elems - 1);
-            mean_run[k] = static_cast<acc_t>(cell_sum[j]);
-            rstd_run[k] = static_cast<acc_t>(1.0 / std::sqrt(var + P.norm_eps));
+            std::fill_n(mean_run.data() + j * seg, seg, static_cast<acc_t>(cell_mean[j]));
+            std::fill_n(rstd_run.data() + j * seg, seg, static_cast<acc_t>(1.0 / std::sqrt(var + P.norm_eps)));
           }
         }
         for (int64_t y = i * p; y < (i + 1) * p; ++y) {
