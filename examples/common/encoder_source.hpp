@@ -1,0 +1,61 @@
+#pragma once
+// Where 04_linear_probe and 05_finetune get their encoder: a pretraining checkpoint (the model spec in
+// its metadata rebuilds the architecture, then the "encoder" submodule is loaded) or a random init of a
+// preset, the baseline the pretrained encoder has to beat.
+
+#include <filesystem>
+#include <string>
+
+#include "example_common.hpp"
+#include "simmim/train/checkpoint.hpp"
+
+namespace examples {
+
+struct EncoderFlags {
+  std::string checkpoint;
+  bool random_init = false;
+  ModelSpec model;  // for --random-init
+
+  void add_to(CLI::App& app) {
+    auto* c = app.add_option("--checkpoint", checkpoint,
+                             "pretraining checkpoint (02_pretrain_simmim / 03_pretrain_mae) whose encoder to use");
+    auto* r = app.add_flag("--random-init", random_init, "a randomly initialized encoder instead (the baseline)");
+    c->excludes(r);
+    app.add_option("--preset", model.preset, "with --random-init: encoder preset (mnist, tiny, small, base)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"mnist", "tiny", "small", "base"}));
+    app.add_option("--kind", model.kind, "with --random-init: encoder flavour (simmim: learned positions; mae: sin-cos)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"simmim", "mae"}));
+    app.add_option("--patch-size", model.patch_size, "with --random-init: patch size (0: the preset's)")
+        ->capture_default_str();
+  }
+
+  std::string describe() const { return random_init ? "random-init " + model.preset : "pretrained " + checkpoint; }
+};
+
+// The encoder, on the CPU (f.model then holds its spec). Checks that the data matches what the encoder was
+// pretrained on (channels, image size). Stochastic depth has no weights, so fine-tuning can add it here.
+inline simmim::VisionTransformer load_encoder(EncoderFlags& f, const Split& data, uint64_t seed,
+                                              double drop_path = 0.0) {
+  if (f.checkpoint.empty() && !f.random_init)
+    throw CLI::ValidationError("--checkpoint", "give a checkpoint, or --random-init for the baseline");
+  if (!f.random_init) {
+    const auto info = simmim::read_checkpoint_info(f.checkpoint);
+    const auto meta = nlohmann::json::parse(info.second);
+    f.model = ModelSpec::from_json(meta.at("model"));
+    if (f.model.in_chans != data.channels || f.model.image_size != data.image_size.h)
+      throw CLI::ValidationError("--data", "images like the pretraining ones (" + std::to_string(f.model.in_chans) +
+                                               " channels, " + std::to_string(f.model.image_size) + " px); got " +
+                                               std::to_string(data.channels) + " channels, " +
+                                               std::to_string(data.image_size.h) + " px");
+  } else {
+    f.model.fill_defaults(data);
+  }
+  torch::manual_seed(seed);
+  simmim::VisionTransformer encoder(f.model.encoder_options().drop_path_rate(drop_path));
+  if (!f.random_init) simmim::load_module_from_checkpoint(f.checkpoint, *encoder, "encoder");
+  return encoder;
+}
+
+}  // namespace examples
