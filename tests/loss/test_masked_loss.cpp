@@ -301,6 +301,37 @@ TEST_CASE("gradients: pred always, the target when it requires grad, never the m
   }
 }
 
+TEST_CASE("fused backward: retain_graph keeps the saved gradient intact; a second backward without it explains",
+          "[loss]") {
+  auto gen = simmim::make_generator(12);
+  const torch::Tensor target = torch::randn({2, 3, 8, 8}, gen);
+  const torch::Tensor mask = torch::rand({2, 4, 4}, gen) < 0.5;
+  torch::Tensor pred = torch::randn({2, 3, 8, 8}, gen).requires_grad_(true);
+  const auto options = MaskedLossOptions::simmim(2).kind(LossKind::kL2).backend(Backend::kFusedCPU);
+  const torch::Tensor expected =
+      run_loss(pred, target, mask, MaskedLossOptions(options).backend(Backend::kReference)).grad_pred;
+
+  SECTION("retain_graph: the caller may mutate the first gradient; the next backward is still right") {
+    const auto loss = simmim::masked_reconstruction_loss(pred, target, mask, options);
+    loss.backward({}, /*retain_graph=*/true);
+    CHECK(torch::allclose(pred.grad(), expected, 1e-5, 1e-7));
+    pred.grad().zero_();
+    (3 * loss).backward({}, /*retain_graph=*/true);
+    CHECK(torch::allclose(pred.grad(), 3 * expected, 1e-5, 1e-7));
+    loss.backward();
+    CHECK(torch::allclose(pred.grad(), 4 * expected, 1e-5, 1e-7));
+  }
+  SECTION("a scaled loss scales the handed-out gradient") {
+    (0.25 * simmim::masked_reconstruction_loss(pred, target, mask, options)).backward();
+    CHECK(torch::allclose(pred.grad(), 0.25 * expected, 1e-5, 1e-7));
+  }
+  SECTION("without retain_graph the saved gradient is gone after the first backward") {
+    const auto loss = simmim::masked_reconstruction_loss(pred, target, mask, options);
+    loss.backward();
+    REQUIRE_THROWS_WITH(loss.backward(), ContainsSubstring("backward through the fused masked loss a second time"));
+  }
+}
+
 TEST_CASE("the fused path is first-order only; the reference differentiates twice", "[loss]") {
   auto gen = simmim::make_generator(7);
   const torch::Tensor target = torch::randn({2, 8, 12}, gen, torch::kDouble);

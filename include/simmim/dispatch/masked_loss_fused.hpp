@@ -8,6 +8,7 @@
 #include <ATen/OpMathType.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/functions/basic_ops.h>
+#include <torch/csrc/autograd/graph_task.h>
 
 #include <memory>
 
@@ -119,15 +120,17 @@ inline FusedLossForward masked_loss_fused_forward(const MaskedLossProblem& pb, B
 }
 
 // The autograd Function around a fused forward. Gradients: pred gets the saved d(loss)/d(pred) scaled by
-// grad_output; the target, if it requires grad, gets its negation (l depends on pred - target only; the
+// grad_output (backward makes no pass over the pixels of its own when grad_output is 1); the target, if it requires grad, gets its negation (l depends on pred - target only; the
 // dispatch layer never sends a norm-pix target that requires grad here); the mask gets none.
 // First-order only, like Python's @once_differentiable: differentiating the returned gradients raises.
 class FusedMaskedLoss : public torch::autograd::Function<FusedMaskedLoss> {
  public:
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& pred, const at::Tensor& target,
-                            const at::Tensor& mask, const MaskedLossProblem* problem, Backend backend, bool want_grad,
-                            const char* api) {
-    // want_grad comes from the caller: needs_input_grad() is not usable in forward when nothing requires grad.
+  // pred, target and mask are the autograd inputs (they give the graph its edges); the pass reads the
+  // problem's views of the same tensors. want_grad comes from the caller: needs_input_grad() is not
+  // usable in forward when nothing requires grad.
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& /*pred*/,
+                            const at::Tensor& /*target*/, const at::Tensor& /*mask*/, const MaskedLossProblem* problem,
+                            Backend backend, bool want_grad, const char* api) {
     FusedLossForward out = masked_loss_fused_forward(*problem, backend, want_grad, api);
     if (want_grad) ctx->saved_data["grad"] = out.grad;
     ctx->saved_data["per_sample"] = problem->spec.reduction == LossReduction::kPerSample;
@@ -138,18 +141,36 @@ class FusedMaskedLoss : public torch::autograd::Function<FusedMaskedLoss> {
                                                  torch::autograd::variable_list grad_outputs) {
     const at::Tensor& grad_out = grad_outputs[0];
     const bool pred_grad = ctx->needs_input_grad(0), target_grad = ctx->needs_input_grad(1);
+    auto saved_it = ctx->saved_data.find("grad");
+    TORCH_CHECK(saved_it != ctx->saved_data.end(),
+                "simmim: backward through the fused masked loss a second time: the first backward handed its saved "
+                "gradient out; pass retain_graph=true to the first backward");
+    const at::Tensor saved = saved_it->second.toTensor();
+    // Without retain_graph this is the last backward through this node: the saved buffer itself becomes
+    // the gradient (scaled in place, or as is when grad_output is 1), with no pass and no allocation.
+    // With retain_graph it stays untouched for the next backward, and the gradient is a new tensor
+    // (autograd may steal a returned buffer and accumulate into it).
+    const bool last_use = !torch::autograd::get_current_graph_task_keep_graph();
+    if (last_use) ctx->saved_data.erase(saved_it);
     at::Tensor grad_pred, grad_target;
     {
       at::NoGradGuard no_grad;
-      const at::Tensor saved = ctx->saved_data["grad"].toTensor();
       at::Tensor scale = grad_out;
       if (ctx->saved_data["per_sample"].toBool()) {
         std::vector<int64_t> shape(static_cast<size_t>(saved.dim()), 1);
         shape[0] = saved.size(0);
         scale = grad_out.reshape(shape);
       }
-      if (pred_grad) grad_pred = saved * scale;
+      // Reading the value would synchronize a GPU: only CPU gradients skip the scaling.
+      const bool unit = grad_out.is_cpu() && grad_out.numel() == 1 && grad_out.item<double>() == 1.0;
       if (target_grad) grad_target = saved * scale.neg();
+      if (pred_grad) {
+        if (!last_use) {
+          grad_pred = saved * scale;
+        } else {
+          grad_pred = unit ? saved : saved.mul_(scale);
+        }
+      }
     }
     if (at::GradMode::is_enabled() && grad_out.requires_grad()) {
       // create_graph=True with a grad_output that has history: hand out gradients whose own backward
