@@ -28,8 +28,6 @@ namespace cpu {
 // Elements per chunk. Small enough that a chunk's target block stays in L2 for the norm-pix passes and
 // that B * chunks keeps every core busy, large enough that per-chunk overhead vanishes.
 inline constexpr int64_t kChunkElements = int64_t{1} << 14;
-// Elements converted per block when scalar_t is half or bfloat16 (stack buffers).
-inline constexpr int64_t kConvertBlock = 256;
 
 // How the (c, x) elements of one image row lie in memory; the kernel walks them as contiguous runs.
 enum class RunLayout {
@@ -78,21 +76,22 @@ inline void loss_and_slope(acc_t d, acc_t beta, acc_t& l, acc_t& dl) {
   }
 }
 
-// One contiguous run of n elements already in acc_t: returns sum(w * l) and, when kGrad, writes
-// g = w * l' * scale. mean/rstd are the per-element norm-pix statistics (only read when kNorm).
-template <LossKind K, bool kNorm, bool kGrad, typename acc_t>
-inline double run_acc(const acc_t* __restrict p, const acc_t* __restrict t, acc_t* __restrict g, int64_t n,
-                      const acc_t* __restrict w, const acc_t* __restrict mean, const acc_t* __restrict rstd,
-                      acc_t scale, acc_t beta) {
+// One contiguous run of n elements: returns sum(w * l) and, when kGrad, writes g = w * l' * scale.
+// mean/rstd are the per-element norm-pix statistics (only read when kNorm). Half and bfloat16 values are
+// widened to float as they are loaded, and the gradient is rounded once as it is stored.
+template <LossKind K, bool kNorm, bool kGrad, typename scalar_t, typename acc_t>
+inline double run(const scalar_t* __restrict p, const scalar_t* __restrict t, scalar_t* __restrict g, int64_t n,
+                  const acc_t* __restrict w, const acc_t* __restrict mean, const acc_t* __restrict rstd, acc_t scale,
+                  acc_t beta) {
   constexpr int kL = kLanes<acc_t>;
   acc_t lanes[kL] = {};
   auto element = [&](int64_t i, int k) {
-    acc_t tv = t[i];
+    acc_t tv = static_cast<acc_t>(t[i]);
     if constexpr (kNorm) tv = (tv - mean[i]) * rstd[i];
     acc_t l, dl;
-    loss_and_slope<K>(p[i] - tv, beta, l, dl);
+    loss_and_slope<K>(static_cast<acc_t>(p[i]) - tv, beta, l, dl);
     lanes[k] += l * w[i];
-    if constexpr (kGrad) g[i] = dl * w[i] * scale;
+    if constexpr (kGrad) g[i] = static_cast<scalar_t>(dl * w[i] * scale);
   };
   int64_t i = 0;
   for (; i + kL <= n; i += kL) {
@@ -136,30 +135,6 @@ inline double segment_m2(const scalar_t* t, int64_t n, acc_t mean) {
   double s = 0;
   for (int k = 0; k < kL; ++k) s += static_cast<double>(lanes[k]);
   return s;
-}
-
-// A run in scalar_t: float and double go straight to run_acc; half and bfloat16 are widened to float in
-// stack blocks (accumulation stays in float, the gradient is rounded once on the way out).
-template <LossKind K, bool kNorm, bool kGrad, typename scalar_t, typename acc_t>
-inline double run(const scalar_t* p, const scalar_t* t, scalar_t* g, int64_t n, const acc_t* w, const acc_t* mean,
-                  const acc_t* rstd, acc_t scale, acc_t beta) {
-  if constexpr (std::is_same<scalar_t, acc_t>::value) {
-    return run_acc<K, kNorm, kGrad>(p, t, g, n, w, mean, rstd, scale, beta);
-  } else {
-    acc_t bp[kConvertBlock], bt[kConvertBlock], bg[kConvertBlock];
-    double s = 0;
-    for (int64_t i0 = 0; i0 < n; i0 += kConvertBlock) {
-      const int64_t m = std::min(kConvertBlock, n - i0);
-      for (int64_t k = 0; k < m; ++k) bp[k] = static_cast<acc_t>(p[i0 + k]);
-      for (int64_t k = 0; k < m; ++k) bt[k] = static_cast<acc_t>(t[i0 + k]);
-      s += run_acc<K, kNorm, kGrad>(bp, bt, bg, m, w + i0, kNorm ? mean + i0 : nullptr, kNorm ? rstd + i0 : nullptr,
-                                    scale, beta);
-      if constexpr (kGrad) {
-        for (int64_t k = 0; k < m; ++k) g[i0 + k] = static_cast<scalar_t>(bg[k]);
-      }
-    }
-    return s;
-  }
 }
 
 }  // namespace detail
