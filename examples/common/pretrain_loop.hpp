@@ -154,7 +154,8 @@ int pretrain(Model& model, const PretrainFlags& f, const Split& train, const std
     model->train();
     simmim::write_reconstruction_grid(
         path, preview, o.mask, o.reconstruction.to(at::kFloat),
-        simmim::ReconstructionGridOptions().mean(train.mean).stddev(train.stddev));
+        simmim::ReconstructionGridOptions().mean(train.mean).stddev(train.stddev).scale(
+            std::max<int64_t>(1, 96 / train.image_size.h)));
   };
 
   std::cout << kind << ": " << f.model.preset << " encoder, " << f.model.image_size << "px, patch "

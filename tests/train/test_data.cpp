@@ -9,6 +9,7 @@
 #include <fstream>
 #include <set>
 
+#include "simmim/simmim_train.hpp"  // the umbrella compiles on its own
 #include "simmim/train/batch_loader.hpp"
 #include "simmim/train/fashion_mnist.hpp"
 #include "simmim/train/image_folder.hpp"
@@ -65,7 +66,9 @@ TEST_CASE("gunzip_file unpacks, and explains a bad file", "[train][data]") {
 
 TEST_CASE("Fashion-MNIST from the Debian package, unpacked once", "[train][data]") {
   const auto dir = scratch_dir("fmnist");
-  REQUIRE_THROWS_WITH(simmim::prepare_fashion_mnist(simmim::FashionMnistOptions().source_dir((dir / "none").string())),
+  REQUIRE_THROWS_WITH(simmim::prepare_fashion_mnist(simmim::FashionMnistOptions()
+                                                        .source_dir((dir / "none").string())
+                                                        .cache_dir((dir / "empty").string())),
                       ContainsSubstring("apt install dataset-fashion-mnist"));
   simmim::FashionMnistOptions opts;
   if (!fs::exists(fs::path(opts.source_dir()) / "t10k-images-idx3-ubyte.gz"))
@@ -140,6 +143,10 @@ TEST_CASE("image grids: layout, and the original | masked | reconstruction rows"
   simmim::write_reconstruction_grid((dir / "g.png").string(), img, mask, rec,
                                     simmim::ReconstructionGridOptions().mean({mean}).stddev({stdv}));
   REQUIRE(simmim::read_image((dir / "g.png").string(), 1).sizes() == torch::IntArrayRef({1, 3 * 6 + 2, 6 + 4}));
+  auto big = simmim::make_reconstruction_grid(img, mask, rec, simmim::ReconstructionGridOptions().padding(0).scale(3));
+  REQUIRE(big.sizes() == torch::IntArrayRef({1, 36, 18}));
+  REQUIRE(big[0][21][17].item<float>() == Approx(0.5));  // masked cell (row 1, y 7 -> 21, x 5 -> 17)
+  REQUIRE(big[0][12][0].item<float>() == big[0][14][2].item<float>());
 }
 
 TEST_CASE("image folder: classes from subfolders, or one unlabeled class", "[train][image]") {

@@ -127,6 +127,8 @@ struct ReconstructionGridOptions {
   // Gray level of masked cells in the "masked" row.
   TORCH_ARG(double, masked_value) = 0.5;
   TORCH_ARG(int64_t, padding) = 2;
+  // Integer enlargement (nearest neighbour) so small images (28 x 28) are visible in a viewer.
+  TORCH_ARG(int64_t, scale) = 1;
 };
 
 // The rows original | masked | reconstruction as one picture: images and reconstruction [B, C, H, W]
@@ -144,9 +146,13 @@ inline at::Tensor make_reconstruction_grid(const at::Tensor& images, const at::T
   const at::Tensor orig = denormalize(images.to(at::kCPU), options.mean(), options.stddev());
   at::Tensor rec = denormalize(reconstruction.to(at::kCPU), options.mean(), options.stddev());
   const at::Tensor m = mask_to_pixels(mask.to(at::kCPU), {images.size(2), images.size(3)});
+  SIMMIM_CHECK_VALUE(options.scale() >= 1, api, "options.scale", ">= 1", options.scale());
   const at::Tensor masked = orig * (1 - m) + options.masked_value() * m;
   if (options.paste_visible()) rec = orig * (1 - m) + rec * m;
-  return make_image_grid({orig, masked, rec}, options.padding());
+  std::vector<at::Tensor> rows{orig, masked, rec};
+  if (options.scale() > 1)
+    for (auto& r : rows) r = r.repeat_interleave(options.scale(), 2).repeat_interleave(options.scale(), 3);
+  return make_image_grid(rows, options.padding());
 }
 
 inline void write_reconstruction_grid(const std::string& path, const at::Tensor& images, const at::Tensor& mask,

@@ -1,0 +1,9 @@
+#pragma once
+// simmim umbrella header with the training utilities that need more than LibTorch: PNG grids and image
+// folders (stb), Fashion-MNIST (zlib), metrics (nlohmann-json). Link simmim::train when including it.
+
+#include "simmim/simmim.hpp"
+#include "simmim/train/fashion_mnist.hpp"
+#include "simmim/train/image_folder.hpp"
+#include "simmim/train/image_grid.hpp"
+#include "simmim/train/metrics_log.hpp"
