@@ -6,7 +6,8 @@
 // Bytes processed: pred + target read and the gradient written (3 tensors) for the losses, src read and
 // dst written (2 tensors) for the copy. Wall time: ATen's worker threads do the work. Threads: every
 // hardware thread (ATen's default counts physical cores as its cpuinfo sees them, 1 on some VMs), or
-// SIMMIM_BENCH_THREADS.
+// SIMMIM_BENCH_THREADS. SIMMIM_BENCH_ISA=baseline runs the CPU pass's baseline build instead of the AVX2
+// one it picks on an AVX2 machine.
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
@@ -61,6 +62,10 @@ void copy(benchmark::State& state, std::vector<int64_t> shape, torch::ScalarType
 const bool registered = [] {
   const char* threads = std::getenv("SIMMIM_BENCH_THREADS");
   at::set_num_threads(threads != nullptr ? std::atoi(threads) : static_cast<int>(std::thread::hardware_concurrency()));
+  const char* isa = std::getenv("SIMMIM_BENCH_ISA");
+  if (isa != nullptr && std::string(isa) == "baseline") {
+    simmim::kernels::cpu::cpu_isa_override() = simmim::kernels::cpu::CpuIsa::kBaseline;
+  }
   constexpr int64_t B = 32, C = 3;
   for (const auto dtype : {torch::kFloat, torch::kBFloat16}) {
     for (const int64_t size : {192, 224}) {

@@ -271,6 +271,32 @@ TEST_CASE("fused CPU results do not depend on the thread count", "[loss][fused]"
   }
 }
 
+TEST_CASE("the baseline and AVX2 builds of the CPU pass give bitwise the same results", "[loss][fused]") {
+  using simmim::kernels::cpu::CpuIsa;
+  if (!simmim::kernels::cpu::cpu_avx2_available()) SKIP("this build or CPU has no AVX2 path");
+  const auto dtype = GENERATE(torch::kFloat, torch::kDouble, torch::kHalf, torch::kBFloat16);
+  const auto kind = GENERATE(LossKind::kL1, LossKind::kL2, LossKind::kSmoothL1);
+  const bool norm_pix = GENERATE(false, true);
+  const bool images = GENERATE(true, false);
+  auto gen = simmim::make_generator(5);
+  // Odd sizes, so that runs end in partial lane groups.
+  const std::vector<int64_t> shape = images ? std::vector<int64_t>{3, 3, 28, 42} : std::vector<int64_t>{3, 19, 37};
+  const torch::Tensor pred = torch::randn(shape, gen).to(dtype);
+  const torch::Tensor target = torch::randn(shape, gen).to(dtype);
+  const torch::Tensor mask = images ? torch::rand({3, 2, 3}, gen) : torch::rand({3, 19}, gen);
+  const auto options = MaskedLossOptions().kind(kind).beta(0.5).patch_size(14).norm_pix(norm_pix);
+  struct Restore {
+    ~Restore() { simmim::kernels::cpu::cpu_isa_override() = CpuIsa::kAuto; }
+  } restore;
+  simmim::kernels::cpu::cpu_isa_override() = CpuIsa::kBaseline;
+  const auto baseline = run_loss(pred, target, mask, options, !norm_pix);
+  simmim::kernels::cpu::cpu_isa_override() = CpuIsa::kAVX2;
+  const auto avx2 = run_loss(pred, target, mask, options, !norm_pix);
+  CHECK(torch::equal(baseline.loss, avx2.loss));
+  CHECK(torch::equal(baseline.grad_pred, avx2.grad_pred));
+  if (!norm_pix) CHECK(torch::equal(baseline.grad_target, avx2.grad_target));
+}
+
 TEST_CASE("gradcheck in double: both backends, every kind, norm-pix, layout and reduction", "[loss][gradcheck]") {
   const auto backend = GENERATE(Backend::kFusedCPU, Backend::kReference);
   const auto kind = GENERATE(LossKind::kL1, LossKind::kL2, LossKind::kSmoothL1);

@@ -120,9 +120,10 @@ inline FusedLossForward masked_loss_fused_forward(const MaskedLossProblem& pb, B
 }
 
 // The autograd Function around a fused forward. Gradients: pred gets the saved d(loss)/d(pred) scaled by
-// grad_output (backward makes no pass over the pixels of its own when grad_output is 1); the target, if it requires grad, gets its negation (l depends on pred - target only; the
-// dispatch layer never sends a norm-pix target that requires grad here); the mask gets none.
-// First-order only, like Python's @once_differentiable: differentiating the returned gradients raises.
+// grad_output (backward makes no pass over the pixels of its own when grad_output is 1); the target, if it requires
+// grad, gets its negation (l depends on pred - target only; the dispatch layer never sends a norm-pix target that
+// requires grad here); the mask gets none. First-order only, like Python's @once_differentiable: differentiating the
+// returned gradients raises.
 class FusedMaskedLoss : public torch::autograd::Function<FusedMaskedLoss> {
  public:
   // pred, target and mask are the autograd inputs (they give the graph its edges); the pass reads the

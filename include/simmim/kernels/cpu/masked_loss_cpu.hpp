@@ -4,22 +4,44 @@
 // a pixel mask). Deterministic for any thread count: the work is cut into fixed chunks (sample, group of
 // patch rows) that depend on the shape only, each summed alone, then combined in index order.
 //
-// The inner loops are plain lane-parallel C++ that the compiler vectorizes for the consumer's target ISA.
-// Not at::vec::Vectorized: in a consumer's translation unit ATen's CPU_CAPABILITY_* defines are unset, so
-// it falls back to its portable implementation, whose compares and blends compile to per-lane branches
-// (measured on 32x3x192x192 fp32, L1, one thread: 43 ms with blendv, 12 ms branch-free, 2.5 ms here).
+// The inner loops are plain lane-parallel C++ that the compiler vectorizes. Not at::vec::Vectorized: in a
+// consumer's translation unit ATen's CPU_CAPABILITY_* defines are unset, so it falls back to its portable
+// implementation, whose compares and blends compile to per-lane branches (measured on 32x3x192x192 fp32,
+// L1, one thread: 43 ms with blendv, 12 ms branch-free, 2.5 ms here). A consumer's default flags target
+// the x86-64 baseline (SSE2), so with GCC or Clang on x86-64 the per-chunk work is compiled a second time
+// for AVX2 and picked at run time. Both builds make the same operations in the same order (no FMA), so
+// they give bitwise the same results.
 
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
+#include <c10/util/Half.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "simmim/kernels/masked_loss_params.hpp"
+
+// The hot helpers must be inlined into the AVX2 build of their caller, or they run as baseline code.
+#if defined(__GNUC__)
+#define SIMMIM_CPU_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define SIMMIM_CPU_ALWAYS_INLINE inline
+#endif
+
+// GCC and Clang on x86-64 build the per-chunk work a second time for AVX2 (the function attribute
+// compiles one function for a wider target; the CPU is asked at run time).
+#if defined(__GNUC__) && defined(__x86_64__)
+#define SIMMIM_CPU_DISPATCH_AVX2 1
+#define SIMMIM_CPU_TARGET_AVX2 __attribute__((target("avx2")))
+#else
+#define SIMMIM_CPU_DISPATCH_AVX2 0
+#endif
 
 SIMMIM_NAMESPACE_BEGIN
 namespace kernels {
@@ -46,99 +68,6 @@ inline RunLayout run_layout(int64_t channels, int64_t width, const int64_t* stri
   return RunLayout::kStrided;
 }
 
-namespace detail {
-
-// Independent partial sums per run: one 64-byte vector of acc_t (AVX-512 wide, two AVX or four SSE
-// registers), so the compiler vectorizes the loop for whatever ISA the consumer compiles for and the order
-// of the additions is the same on all of them.
-template <typename acc_t>
-inline constexpr int kLanes = static_cast<int>(64 / sizeof(acc_t));
-
-// l(d) and l'(d) as torch computes them, so that ties and NaN agree: the loss of a NaN is NaN; the L1
-// slope of a NaN is 0 (torch's sgn), the L2 and smooth-L1 slopes are NaN. Both sides of every choice are
-// computed, so the choices compile to vector blends rather than branches.
-template <LossKind K, typename acc_t>
-inline void loss_and_slope(acc_t d, acc_t beta, acc_t& l, acc_t& dl) {
-  if constexpr (K == LossKind::kL1) {
-    l = std::abs(d);
-    dl = static_cast<acc_t>(d > acc_t(0)) - static_cast<acc_t>(d < acc_t(0));
-  } else if constexpr (K == LossKind::kL2) {
-    l = d * d;
-    dl = acc_t(2) * d;
-  } else {
-    static_assert(K == LossKind::kSmoothL1, "loss_and_slope: unhandled LossKind");
-    const acc_t z = std::abs(d);
-    const acc_t quadratic = acc_t(0.5) * z * z / beta;
-    const acc_t linear = z - acc_t(0.5) * beta;
-    l = z < beta ? quadratic : linear;
-    const acc_t ramp = d / beta;
-    dl = d <= -beta ? acc_t(-1) : (d >= beta ? acc_t(1) : ramp);
-  }
-}
-
-// One contiguous run of n elements: returns sum(w * l) and, when kGrad, writes g = w * l' * scale.
-// mean/rstd are the per-element norm-pix statistics (only read when kNorm). Half and bfloat16 values are
-// widened to float as they are loaded, and the gradient is rounded once as it is stored.
-template <LossKind K, bool kNorm, bool kGrad, typename scalar_t, typename acc_t>
-inline double run(const scalar_t* __restrict p, const scalar_t* __restrict t, scalar_t* __restrict g, int64_t n,
-                  const acc_t* __restrict w, const acc_t* __restrict mean, const acc_t* __restrict rstd, acc_t scale,
-                  acc_t beta) {
-  constexpr int kL = kLanes<acc_t>;
-  acc_t lanes[kL] = {};
-  auto element = [&](int64_t i, int k) {
-    acc_t tv = static_cast<acc_t>(t[i]);
-    if constexpr (kNorm) tv = (tv - mean[i]) * rstd[i];
-    acc_t l, dl;
-    loss_and_slope<K>(static_cast<acc_t>(p[i]) - tv, beta, l, dl);
-    lanes[k] += l * w[i];
-    if constexpr (kGrad) g[i] = static_cast<scalar_t>(dl * w[i] * scale);
-  };
-  int64_t i = 0;
-  for (; i + kL <= n; i += kL) {
-    for (int k = 0; k < kL; ++k) element(i + k, k);
-  }
-  for (int k = 0; i + k < n; ++k) element(i + k, k);
-  double s = 0;
-  for (int k = 0; k < kL; ++k) s += static_cast<double>(lanes[k]);
-  return s;
-}
-
-// Sum of n contiguous values, and sum of their squared deviations from `mean`, in acc_t lanes (the
-// norm-pix statistics of one segment of a cell).
-template <typename acc_t, typename scalar_t>
-inline double segment_sum(const scalar_t* t, int64_t n) {
-  constexpr int kL = kLanes<acc_t>;
-  acc_t lanes[kL] = {};
-  int64_t i = 0;
-  for (; i + kL <= n; i += kL) {
-    for (int k = 0; k < kL; ++k) lanes[k] += static_cast<acc_t>(t[i + k]);
-  }
-  for (int k = 0; i + k < n; ++k) lanes[k] += static_cast<acc_t>(t[i + k]);
-  double s = 0;
-  for (int k = 0; k < kL; ++k) s += static_cast<double>(lanes[k]);
-  return s;
-}
-
-template <typename acc_t, typename scalar_t>
-inline double segment_m2(const scalar_t* t, int64_t n, acc_t mean) {
-  constexpr int kL = kLanes<acc_t>;
-  acc_t lanes[kL] = {};
-  auto add = [&](int64_t i, int k) {
-    const acc_t dev = static_cast<acc_t>(t[i]) - mean;
-    lanes[k] += dev * dev;
-  };
-  int64_t i = 0;
-  for (; i + kL <= n; i += kL) {
-    for (int k = 0; k < kL; ++k) add(i + k, k);
-  }
-  for (int k = 0; i + k < n; ++k) add(i + k, k);
-  double s = 0;
-  for (int k = 0; k < kL; ++k) s += static_cast<double>(lanes[k]);
-  return s;
-}
-
-}  // namespace detail
-
 // Sum of the weights of each sample, out[b] (double, in (i, j) order: deterministic).
 // `weights` is acc_t [B, h, w] with element strides `stride`.
 template <typename acc_t>
@@ -156,7 +85,301 @@ inline void masked_weight_sums_cpu(const acc_t* weights, const int64_t* stride, 
   });
 }
 
+// Which build of the per-chunk work runs. kAuto: AVX2 where the compiler made one and the CPU has it,
+// else the baseline. Tests and benchmarks force one to cover both on one machine.
+enum class CpuIsa { kAuto, kBaseline, kAVX2 };
+
+// The process-wide choice (not thread-safe to change while a pass runs).
+inline CpuIsa& cpu_isa_override() {
+  static CpuIsa isa = CpuIsa::kAuto;
+  return isa;
+}
+
+// Whether the AVX2 build exists and this CPU can run it.
+inline bool cpu_avx2_available() {
+#if SIMMIM_CPU_DISPATCH_AVX2
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+#else
+  return false;
+#endif
+}
+
 namespace detail {
+
+// Loads widen to acc_t and stores narrow from it. Half gets its own inline copies of c10's conversions
+// (the same bit manipulations, so the same results): c10's are not inlined into the AVX2 build, and a
+// call per element costs 3x the whole pass.
+SIMMIM_CPU_ALWAYS_INLINE float bits_to_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+SIMMIM_CPU_ALWAYS_INLINE uint32_t float_to_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  return u;
+}
+
+template <typename acc_t, typename scalar_t>
+SIMMIM_CPU_ALWAYS_INLINE acc_t widen(scalar_t v) {
+  if constexpr (std::is_same<scalar_t, c10::Half>::value) {
+    const uint32_t w = static_cast<uint32_t>(v.x) << 16;
+    const uint32_t sign = w & UINT32_C(0x80000000);
+    const uint32_t two_w = w + w;
+    const float normalized = bits_to_float((two_w >> 4) + (UINT32_C(0xE0) << 23)) * 0x1.0p-112f;
+    const float denormalized = bits_to_float((two_w >> 17) | (UINT32_C(126) << 23)) - 0.5f;
+    // Selects as bit masks: GCC will not if-convert a ?: whose arms it has sunk float math into (the math
+    // might trap), and a branch per element does not vectorize.
+    const uint32_t use_denormalized = UINT32_C(0) - static_cast<uint32_t>(two_w < (UINT32_C(1) << 27));
+    return bits_to_float(sign | (float_to_bits(denormalized) & use_denormalized) |
+                         (float_to_bits(normalized) & ~use_denormalized));
+  } else {
+    return static_cast<acc_t>(v);
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+SIMMIM_CPU_ALWAYS_INLINE scalar_t narrow(acc_t v) {
+  if constexpr (std::is_same<scalar_t, c10::Half>::value) {
+    float base = (std::abs(v) * 0x1.0p+112f) * 0x1.0p-110f;
+    const uint32_t w = float_to_bits(v);
+    const uint32_t shl1_w = w + w;
+    const uint32_t sign = w & UINT32_C(0x80000000);
+    uint32_t bias = shl1_w & UINT32_C(0xFF000000);
+    bias = bias < UINT32_C(0x71000000) ? UINT32_C(0x71000000) : bias;
+    base = bits_to_float((bias >> 1) + UINT32_C(0x07800000)) + base;
+    const uint32_t bits = float_to_bits(base);
+    const uint32_t nonsign = ((bits >> 13) & UINT32_C(0x00007C00)) + (bits & UINT32_C(0x00000FFF));
+    const uint32_t is_nan = UINT32_C(0) - static_cast<uint32_t>(shl1_w > UINT32_C(0xFF000000));
+    const uint32_t h = (sign >> 16) | (UINT32_C(0x7E00) & is_nan) | (nonsign & ~is_nan);
+    return c10::Half(static_cast<uint16_t>(h), c10::Half::from_bits());
+  } else {
+    return static_cast<scalar_t>(v);
+  }
+}
+
+// Independent partial sums per run: one 64-byte vector of acc_t (AVX-512 wide, two AVX or four SSE
+// registers), so the loops vectorize at any width and the order of the additions is the same at all.
+template <typename acc_t>
+inline constexpr int kLanes = static_cast<int>(64 / sizeof(acc_t));
+
+// c ? a : b as bit masks. GCC sinks the float math that only one arm of a ?: uses into a branch, then
+// will not if-convert it (the math might trap), and a branch per element does not vectorize.
+template <typename T>
+SIMMIM_CPU_ALWAYS_INLINE T select(bool c, T a, T b) {
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  static_assert(sizeof(T) == sizeof(Bits), "select: float or double");
+  Bits ua, ub;
+  std::memcpy(&ua, &a, sizeof(T));
+  std::memcpy(&ub, &b, sizeof(T));
+  const Bits m = Bits(0) - static_cast<Bits>(c);
+  const Bits r = (ua & m) | (ub & ~m);
+  T out;
+  std::memcpy(&out, &r, sizeof(T));
+  return out;
+}
+
+// l(d) and l'(d) as torch computes them, so that ties and NaN agree: the loss of a NaN is NaN; the L1
+// slope of a NaN is 0 (torch's sgn), the L2 and smooth-L1 slopes are NaN.
+template <LossKind K, typename acc_t>
+SIMMIM_CPU_ALWAYS_INLINE void loss_and_slope(acc_t d, acc_t beta, acc_t& l, acc_t& dl) {
+  if constexpr (K == LossKind::kL1) {
+    l = std::abs(d);
+    dl = static_cast<acc_t>(d > acc_t(0)) - static_cast<acc_t>(d < acc_t(0));
+  } else if constexpr (K == LossKind::kL2) {
+    l = d * d;
+    dl = acc_t(2) * d;
+  } else {
+    static_assert(K == LossKind::kSmoothL1, "loss_and_slope: unhandled LossKind");
+    const acc_t z = std::abs(d);
+    l = select(z < beta, acc_t(0.5) * z * z / beta, z - acc_t(0.5) * beta);
+    dl = select(d <= -beta, acc_t(-1), select(d >= beta, acc_t(1), d / beta));
+  }
+}
+
+// Element i of a run, into lane k (see run).
+template <LossKind K, bool kNorm, bool kGrad, typename scalar_t, typename acc_t>
+SIMMIM_CPU_ALWAYS_INLINE void run_element(const scalar_t* __restrict p, const scalar_t* __restrict t,
+                                          scalar_t* __restrict g, const acc_t* __restrict w,
+                                          const acc_t* __restrict mean, const acc_t* __restrict rstd, acc_t scale,
+                                          acc_t beta, int64_t i, acc_t& lane) {
+  acc_t tv = widen<acc_t>(t[i]);
+  if constexpr (kNorm) tv = (tv - mean[i]) * rstd[i];
+  acc_t l, dl;
+  loss_and_slope<K>(widen<acc_t>(p[i]) - tv, beta, l, dl);
+  lane += l * w[i];
+  if constexpr (kGrad) g[i] = narrow<scalar_t>(dl * w[i] * scale);
+}
+
+// One contiguous run of n elements: returns sum(w * l) and, when kGrad, writes g = w * l' * scale.
+// mean/rstd are the per-element norm-pix statistics (only read when kNorm). Half and bfloat16 values are
+// widened to float as they are loaded, and the gradient is rounded once as it is stored.
+template <LossKind K, bool kNorm, bool kGrad, typename scalar_t, typename acc_t>
+SIMMIM_CPU_ALWAYS_INLINE double run(const scalar_t* __restrict p, const scalar_t* __restrict t, scalar_t* __restrict g,
+                                    int64_t n, const acc_t* __restrict w, const acc_t* __restrict mean,
+                                    const acc_t* __restrict rstd, acc_t scale, acc_t beta) {
+  constexpr int kL = kLanes<acc_t>;
+  if constexpr (std::is_same<scalar_t, c10::Half>::value) {
+    // The compilers leave the half conversions scalar inside the fused loop; as loops of their own they
+    // vectorize. Blocks of a multiple of kL keep the lane of every element, hence the sum order.
+    constexpr int64_t kBlock = 16 * kL;
+    acc_t bp[kBlock], bt[kBlock], bg[kBlock];
+    double s = 0;
+    for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+      const int64_t m = std::min(kBlock, n - i0);
+      for (int64_t k = 0; k < m; ++k) bp[k] = widen<acc_t>(p[i0 + k]);
+      for (int64_t k = 0; k < m; ++k) bt[k] = widen<acc_t>(t[i0 + k]);
+      s += run<K, kNorm, kGrad, acc_t, acc_t>(bp, bt, bg, m, w + i0, kNorm ? mean + i0 : nullptr,
+                                              kNorm ? rstd + i0 : nullptr, scale, beta);
+      if constexpr (kGrad) {
+        for (int64_t k = 0; k < m; ++k) g[i0 + k] = narrow<scalar_t>(bg[k]);
+      }
+    }
+    return s;
+  }
+  acc_t lanes[kL] = {};
+  int64_t i = 0;
+  for (; i + kL <= n; i += kL) {
+    for (int k = 0; k < kL; ++k) {
+      run_element<K, kNorm, kGrad>(p, t, g, w, mean, rstd, scale, beta, i + k, lanes[k]);
+    }
+  }
+  for (int k = 0; i + k < n; ++k) run_element<K, kNorm, kGrad>(p, t, g, w, mean, rstd, scale, beta, i + k, lanes[k]);
+  double s = 0;
+  for (int k = 0; k < kL; ++k) s += static_cast<double>(lanes[k]);
+  return s;
+}
+
+// Sum of n contiguous values, and sum of their squared deviations from `mean`, in acc_t lanes (the
+// norm-pix statistics of one segment of a cell).
+template <typename acc_t, typename scalar_t>
+SIMMIM_CPU_ALWAYS_INLINE double segment_sum(const scalar_t* t, int64_t n) {
+  constexpr int kL = kLanes<acc_t>;
+  acc_t lanes[kL] = {};
+  int64_t i = 0;
+  for (; i + kL <= n; i += kL) {
+    for (int k = 0; k < kL; ++k) lanes[k] += widen<acc_t>(t[i + k]);
+  }
+  for (int k = 0; i + k < n; ++k) lanes[k] += widen<acc_t>(t[i + k]);
+  double s = 0;
+  for (int k = 0; k < kL; ++k) s += static_cast<double>(lanes[k]);
+  return s;
+}
+
+template <typename acc_t, typename scalar_t>
+SIMMIM_CPU_ALWAYS_INLINE double segment_m2(const scalar_t* t, int64_t n, acc_t mean) {
+  constexpr int kL = kLanes<acc_t>;
+  acc_t lanes[kL] = {};
+  int64_t i = 0;
+  for (; i + kL <= n; i += kL) {
+    for (int k = 0; k < kL; ++k) {
+      const acc_t dev = widen<acc_t>(t[i + k]) - mean;
+      lanes[k] += dev * dev;
+    }
+  }
+  for (int k = 0; i + k < n; ++k) {
+    const acc_t dev = widen<acc_t>(t[i + k]) - mean;
+    lanes[k] += dev * dev;
+  }
+  double s = 0;
+  for (int k = 0; k < kL; ++k) s += static_cast<double>(lanes[k]);
+  return s;
+}
+
+// What every chunk of one pass shares.
+template <typename scalar_t>
+struct Pass {
+  using acc_t = at::opmath_type<scalar_t>;
+  const MaskedLossParams* P = nullptr;
+  const scalar_t* pred = nullptr;
+  const scalar_t* target = nullptr;
+  scalar_t* grad = nullptr;
+  const acc_t* weights = nullptr;
+  acc_t beta = 0;
+  int64_t rows = 0, cols = 0;  // of the weight grid
+  int64_t rows_per_chunk = 0, chunks_per_sample = 0;
+  int64_t run_len = 0, runs_per_row = 0;
+  int64_t seg = 0;         // elements of one cell in one run
+  int64_t cell_elems = 0;  // p * p * C
+};
+
+// One worker's per-row expansions of the patch-resolution data: an element's weight (and norm-pix mean
+// and reciprocal std) by its position in a run. Within a run, cell j owns [j*seg, (j+1)*seg).
+template <typename acc_t>
+struct PassScratch {
+  std::vector<acc_t> w_run, mean_run, rstd_run;
+  std::vector<double> cell_mean, cell_m2;
+};
+
+// Sum of w * l over one chunk (sample b, patch rows [i0, i1)), writing its gradient when kGrad.
+template <LossKind K, bool kNorm, bool kGrad, typename scalar_t, typename acc_t>
+SIMMIM_CPU_ALWAYS_INLINE double chunk_sum(const Pass<scalar_t>& g, PassScratch<acc_t>& s, int64_t chunk) {
+  const MaskedLossParams& P = *g.P;
+  const int64_t p = P.patch;
+  const int64_t b = chunk / g.chunks_per_sample;
+  const int64_t i0 = (chunk % g.chunks_per_sample) * g.rows_per_chunk;
+  const int64_t i1 = std::min(g.rows, i0 + g.rows_per_chunk);
+  const acc_t scale = kGrad ? static_cast<acc_t>(P.grad_scale[b]) : acc_t(0);
+  const scalar_t* pred_b = g.pred + b * P.pred_stride[0];
+  const scalar_t* target_b = g.target + b * P.target_stride[0];
+  scalar_t* grad_b = kGrad ? g.grad + b * P.grad_stride[0] : nullptr;
+  // The run r of image row y starts here (runs are channels in the planar layout).
+  auto at_run = [&](auto* base, const int64_t* stride, int64_t y, int64_t r) {
+    return base + y * stride[2] + r * stride[1];
+  };
+  double sum = 0;
+  for (int64_t i = i0; i < i1; ++i) {
+    const acc_t* w_row = g.weights + b * P.weight_stride[0] + i * P.weight_stride[1];
+    for (int64_t j = 0; j < g.cols; ++j) std::fill_n(s.w_run.data() + j * g.seg, g.seg, w_row[j * P.weight_stride[2]]);
+    if constexpr (kNorm) {
+      // Mean, then the sum of squared deviations (two passes over the block, which sits in cache): as
+      // accurate as torch's var, unlike a one-pass sum of squares.
+      std::fill(s.cell_mean.begin(), s.cell_mean.end(), 0.0);
+      std::fill(s.cell_m2.begin(), s.cell_m2.end(), 0.0);
+      for (int64_t y = i * p; y < (i + 1) * p; ++y) {
+        for (int64_t r = 0; r < g.runs_per_row; ++r) {
+          const scalar_t* t = at_run(target_b, P.target_stride, y, r);
+          for (int64_t j = 0; j < g.cols; ++j) s.cell_mean[j] += segment_sum<acc_t>(t + j * g.seg, g.seg);
+        }
+      }
+      for (int64_t j = 0; j < g.cols; ++j) s.cell_mean[j] /= static_cast<double>(g.cell_elems);
+      for (int64_t y = i * p; y < (i + 1) * p; ++y) {
+        for (int64_t r = 0; r < g.runs_per_row; ++r) {
+          const scalar_t* t = at_run(target_b, P.target_stride, y, r);
+          for (int64_t j = 0; j < g.cols; ++j) {
+            s.cell_m2[j] += segment_m2<acc_t>(t + j * g.seg, g.seg, static_cast<acc_t>(s.cell_mean[j]));
+          }
+        }
+      }
+      for (int64_t j = 0; j < g.cols; ++j) {
+        const double var = s.cell_m2[j] / static_cast<double>(g.cell_elems - 1);
+        std::fill_n(s.mean_run.data() + j * g.seg, g.seg, static_cast<acc_t>(s.cell_mean[j]));
+        std::fill_n(s.rstd_run.data() + j * g.seg, g.seg, static_cast<acc_t>(1.0 / std::sqrt(var + P.norm_eps)));
+      }
+    }
+    for (int64_t y = i * p; y < (i + 1) * p; ++y) {
+      for (int64_t r = 0; r < g.runs_per_row; ++r) {
+        sum += run<K, kNorm, kGrad>(at_run(pred_b, P.pred_stride, y, r), at_run(target_b, P.target_stride, y, r),
+                                    kGrad ? at_run(grad_b, P.grad_stride, y, r) : nullptr, g.run_len, s.w_run.data(),
+                                    s.mean_run.data(), s.rstd_run.data(), scale, g.beta);
+      }
+    }
+  }
+  return sum;
+}
+
+// chunk_sum compiled for the consumer's target, and once more for AVX2.
+template <LossKind K, bool kNorm, bool kGrad, typename scalar_t, typename acc_t>
+double chunk_sum_baseline(const Pass<scalar_t>& g, PassScratch<acc_t>& s, int64_t chunk) {
+  return chunk_sum<K, kNorm, kGrad>(g, s, chunk);
+}
+#if SIMMIM_CPU_DISPATCH_AVX2
+template <LossKind K, bool kNorm, bool kGrad, typename scalar_t, typename acc_t>
+SIMMIM_CPU_TARGET_AVX2 double chunk_sum_avx2(const Pass<scalar_t>& g, PassScratch<acc_t>& s, int64_t chunk) {
+  return chunk_sum<K, kNorm, kGrad>(g, s, chunk);
+}
+#endif
 
 template <typename scalar_t, LossKind K, bool kNorm, bool kGrad>
 inline void masked_loss_cpu(const MaskedLossParams& P) {
@@ -164,91 +387,53 @@ inline void masked_loss_cpu(const MaskedLossParams& P) {
   const int64_t B = P.batch, C = P.channels, H = P.height, W = P.width, p = P.patch;
   TORCH_INTERNAL_ASSERT(B > 0 && C > 0 && H > 0 && W > 0 && p > 0 && H % p == 0 && W % p == 0,
                         "masked_loss_cpu: bad geometry");
-  const int64_t rows = H / p, cols = W / p;
   const RunLayout layout = run_layout(C, W, P.pred_stride);
   TORCH_INTERNAL_ASSERT(layout != RunLayout::kStrided && run_layout(C, W, P.target_stride) == layout &&
                             (P.grad == nullptr || run_layout(C, W, P.grad_stride) == layout),
                         "masked_loss_cpu: pred, target and grad must share a planar or interleaved layout");
   const bool interleaved = layout == RunLayout::kInterleaved;
-  const int64_t run_len = interleaved ? W * C : W;
-  const int64_t runs_per_row = interleaved ? 1 : C;
-  const int64_t seg = interleaved ? p * C : p;  // elements of one cell in one run
-  const int64_t cell_elems = p * p * C;
+  Pass<scalar_t> g;
+  g.P = &P;
+  g.pred = static_cast<const scalar_t*>(P.pred);
+  g.target = static_cast<const scalar_t*>(P.target);
+  g.grad = static_cast<scalar_t*>(P.grad);
+  g.weights = static_cast<const acc_t*>(P.weights);
+  g.beta = static_cast<acc_t>(P.beta);
+  g.rows = H / p;
+  g.cols = W / p;
+  g.rows_per_chunk = std::max<int64_t>(1, kChunkElements / (p * W * C));
+  g.chunks_per_sample = (g.rows + g.rows_per_chunk - 1) / g.rows_per_chunk;
+  g.run_len = interleaved ? W * C : W;
+  g.runs_per_row = interleaved ? 1 : C;
+  g.seg = interleaved ? p * C : p;
+  g.cell_elems = p * p * C;
 
-  const auto* pred = static_cast<const scalar_t*>(P.pred);
-  const auto* target = static_cast<const scalar_t*>(P.target);
-  auto* grad = static_cast<scalar_t*>(P.grad);
-  const auto* weights = static_cast<const acc_t*>(P.weights);
-
-  const int64_t rows_per_chunk = std::max<int64_t>(1, kChunkElements / (p * W * C));
-  const int64_t chunks_per_sample = (rows + rows_per_chunk - 1) / rows_per_chunk;
-  std::vector<double> partial(static_cast<size_t>(B * chunks_per_sample), 0.0);
-  const auto beta = static_cast<acc_t>(P.beta);
-
-  at::parallel_for(0, B * chunks_per_sample, 1, [&](int64_t begin, int64_t end) {
-    // Per-row expansions of the patch-resolution data: an element's weight (and norm-pix mean and
-    // reciprocal std) by its position in a run. Within a run, cell j owns the segment [j*seg, (j+1)*seg).
-    std::vector<acc_t> w_run(run_len), mean_run(kNorm ? run_len : 0), rstd_run(kNorm ? run_len : 0);
-    std::vector<double> cell_mean(kNorm ? cols : 0), cell_m2(kNorm ? cols : 0);
-    for (int64_t chunk = begin; chunk < end; ++chunk) {
-      const int64_t b = chunk / chunks_per_sample;
-      const int64_t i0 = (chunk % chunks_per_sample) * rows_per_chunk;
-      const int64_t i1 = std::min(rows, i0 + rows_per_chunk);
-      const acc_t scale = kGrad ? static_cast<acc_t>(P.grad_scale[b]) : acc_t(0);
-      const scalar_t* pred_b = pred + b * P.pred_stride[0];
-      const scalar_t* target_b = target + b * P.target_stride[0];
-      scalar_t* grad_b = kGrad ? grad + b * P.grad_stride[0] : nullptr;
-      // The run r of image row y starts here (runs are channels in the planar layout).
-      auto at_run = [&](auto* base, const int64_t* stride, int64_t y, int64_t r) {
-        return base + y * stride[2] + r * stride[1];
-      };
-      double chunk_sum = 0;
-      for (int64_t i = i0; i < i1; ++i) {
-        const acc_t* w_row = weights + b * P.weight_stride[0] + i * P.weight_stride[1];
-        for (int64_t j = 0; j < cols; ++j) std::fill_n(w_run.data() + j * seg, seg, w_row[j * P.weight_stride[2]]);
-        if constexpr (kNorm) {
-          // Mean, then the sum of squared deviations (two passes over the block, which sits in cache):
-          // as accurate as torch's var, unlike a one-pass sum of squares.
-          std::fill(cell_mean.begin(), cell_mean.end(), 0.0);
-          std::fill(cell_m2.begin(), cell_m2.end(), 0.0);
-          for (int64_t y = i * p; y < (i + 1) * p; ++y) {
-            for (int64_t r = 0; r < runs_per_row; ++r) {
-              const scalar_t* t = at_run(target_b, P.target_stride, y, r);
-              for (int64_t j = 0; j < cols; ++j) cell_mean[j] += segment_sum<acc_t>(t + j * seg, seg);
-            }
-          }
-          for (int64_t j = 0; j < cols; ++j) cell_mean[j] /= static_cast<double>(cell_elems);
-          for (int64_t y = i * p; y < (i + 1) * p; ++y) {
-            for (int64_t r = 0; r < runs_per_row; ++r) {
-              const scalar_t* t = at_run(target_b, P.target_stride, y, r);
-              for (int64_t j = 0; j < cols; ++j) {
-                cell_m2[j] += segment_m2<acc_t>(t + j * seg, seg, static_cast<acc_t>(cell_mean[j]));
-              }
-            }
-          }
-          for (int64_t j = 0; j < cols; ++j) {
-            const double var = cell_m2[j] / static_cast<double>(cell_elems - 1);
-            std::fill_n(mean_run.data() + j * seg, seg, static_cast<acc_t>(cell_mean[j]));
-            std::fill_n(rstd_run.data() + j * seg, seg, static_cast<acc_t>(1.0 / std::sqrt(var + P.norm_eps)));
-          }
-        }
-        for (int64_t y = i * p; y < (i + 1) * p; ++y) {
-          for (int64_t r = 0; r < runs_per_row; ++r) {
-            chunk_sum +=
-                run<K, kNorm, kGrad>(at_run(pred_b, P.pred_stride, y, r), at_run(target_b, P.target_stride, y, r),
-                                     kGrad ? at_run(grad_b, P.grad_stride, y, r) : nullptr, run_len, w_run.data(),
-                                     mean_run.data(), rstd_run.data(), scale, beta);
-          }
-        }
-      }
-      partial[chunk] = chunk_sum;
+  auto chunk_fn = &chunk_sum_baseline<K, kNorm, kGrad, scalar_t, acc_t>;
+  const CpuIsa isa = cpu_isa_override();
+  TORCH_CHECK(isa != CpuIsa::kAVX2 || cpu_avx2_available(),
+              "simmim::kernels::cpu: CpuIsa::kAVX2 forced, but this build or CPU has no AVX2 path");
+#if SIMMIM_CPU_DISPATCH_AVX2
+  if (isa == CpuIsa::kAVX2 || (isa == CpuIsa::kAuto && cpu_avx2_available())) {
+    chunk_fn = &chunk_sum_avx2<K, kNorm, kGrad, scalar_t, acc_t>;
+  }
+#endif
+  std::vector<double> partial(static_cast<size_t>(B * g.chunks_per_sample), 0.0);
+  at::parallel_for(0, B * g.chunks_per_sample, 1, [&](int64_t begin, int64_t end) {
+    PassScratch<acc_t> s;
+    s.w_run.resize(g.run_len);
+    if (kNorm) {
+      s.mean_run.resize(g.run_len);
+      s.rstd_run.resize(g.run_len);
+      s.cell_mean.resize(g.cols);
+      s.cell_m2.resize(g.cols);
     }
+    for (int64_t chunk = begin; chunk < end; ++chunk) partial[chunk] = chunk_fn(g, s, chunk);
   });
 
   for (int64_t b = 0; b < B; ++b) {
-    double s = 0;
-    for (int64_t k = 0; k < chunks_per_sample; ++k) s += partial[b * chunks_per_sample + k];
-    P.loss_sum[b] = s;
+    double sum = 0;
+    for (int64_t k = 0; k < g.chunks_per_sample; ++k) sum += partial[b * g.chunks_per_sample + k];
+    P.loss_sum[b] = sum;
   }
 }
 
