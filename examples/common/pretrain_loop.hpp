@@ -38,6 +38,7 @@ struct PretrainFlags {
   int64_t grid_every = 0;  // 0: only at the end
   int64_t ckpt_every = 0;  // 0: only at the end
   bool resume = false;
+  int64_t stop_after = 0;  // 0: run to --steps
   std::string device = "auto";
   std::string precision = "fp32";
   int threads = 0;
@@ -70,7 +71,11 @@ struct PretrainFlags {
     app.add_option("--grid-every", grid_every, "reconstruction PNG every N steps (0: only at the end)")
         ->capture_default_str();
     app.add_option("--ckpt-every", ckpt_every, "checkpoint every N steps (0: only at the end)")->capture_default_str();
-    app.add_flag("--resume", resume, "continue from <out>/checkpoint.pt when it exists");
+    app.add_flag("--resume", resume, "continue from <out>/checkpoint.pt when it exists (same flags as the first run)");
+    app.add_option("--stop-after", stop_after, "save and stop after this many steps, as if the run was killed there "
+                                               "(0: run to --steps); continue with --resume")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
     app.add_option("--device", device, "auto, cpu, cuda, cuda:N")->capture_default_str();
     app.add_option("--precision", precision, "fp32, bf16 (CUDA or CPU autocast) or fp16 (CUDA, with loss scaling)")
         ->capture_default_str()
@@ -133,6 +138,12 @@ int pretrain(Model& model, const PretrainFlags& f, const Split& train, const std
                        .dump();
   int64_t start = 0;
   if (f.resume && fs::exists(ckpt)) {
+    // The cosine schedule is fixed by its total: a run continues only with the total it started with.
+    const auto saved = nlohmann::json::parse(simmim::read_checkpoint_info(ckpt).second);
+    if (saved.value("steps", int64_t{-1}) != f.steps || saved.value("batch_size", int64_t{-1}) != f.batch_size)
+      throw CLI::ValidationError("--resume", "the --steps and --batch-size of the checkpoint's run (" +
+                                                 saved.value("steps", nlohmann::json()).dump() + ", " +
+                                                 saved.value("batch_size", nlohmann::json()).dump() + ")");
     start = simmim::load_checkpoint(ckpt, parts, device);
     std::cout << "resumed from " << ckpt << " at step " << start << "\n";
   }
@@ -200,6 +211,11 @@ int pretrain(Model& model, const PretrainFlags& f, const Split& train, const std
     if (f.grid_every > 0 && (step + 1) % f.grid_every == 0 && !last)
       write_grid(out + "/reconstruction_step" + std::to_string(step + 1) + ".png");
     if (f.ckpt_every > 0 && (step + 1) % f.ckpt_every == 0 && !last) simmim::save_checkpoint(ckpt, parts, step + 1);
+    if (f.stop_after > 0 && step + 1 == f.stop_after && !last) {
+      simmim::save_checkpoint(ckpt, parts, step + 1);
+      std::cout << kind << ": stopped after step " << step + 1 << "; continue with --resume\n";
+      return 0;
+    }
   }
   const double seconds = seconds_since(t0);
   simmim::save_checkpoint(ckpt, parts, f.steps);
