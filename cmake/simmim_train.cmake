@@ -14,7 +14,10 @@ if(ZLIB_FOUND AND nlohmann_json_FOUND AND SIMMIM_STB_INCLUDE_DIR AND SIMMIM_STB_
   add_library(simmim_train INTERFACE)
   add_library(simmim::train ALIAS simmim_train)
   set_target_properties(simmim_train PROPERTIES EXPORT_NAME train)
-  target_include_directories(simmim_train SYSTEM INTERFACE ${SIMMIM_STB_INCLUDE_DIR})
+  # Headers say <stb/stb_image_write.h>: the folder above stb/ is needed, unless it is the compiler's own.
+  if(NOT SIMMIM_STB_INCLUDE_DIR IN_LIST CMAKE_CXX_IMPLICIT_INCLUDE_DIRECTORIES)
+    target_include_directories(simmim_train SYSTEM INTERFACE ${SIMMIM_STB_INCLUDE_DIR})
+  endif()
   target_link_libraries(simmim_train INTERFACE simmim ZLIB::ZLIB nlohmann_json::nlohmann_json
                         ${SIMMIM_STB_LIBRARY})
   if(SIMMIM_INSTALL)
