@@ -154,7 +154,9 @@ int pretrain(Model& model, const PretrainFlags& f, const Split& train, const std
 
   simmim::BatchLoader loader(
       train.size, train.batches,
-      simmim::BatchLoaderOptions().batch_size(f.batch_size).seed(f.seed).workers(f.data.workers), start);
+      simmim::BatchLoaderOptions().batch_size(f.batch_size).seed(f.seed).workers(f.data.workers).pin_memory(
+          device.is_cuda()),
+      start);
   simmim::MetricsLog metrics(out + "/metrics.jsonl", /*append=*/start > 0);
   simmim::ProgressBar bar(f.steps, std::cout, simmim::ProgressBarOptions().label(kind).log_every(f.log_every));
 
