@@ -103,6 +103,10 @@ TEST_CASE("param groups: layer-wise lr decay scales", "[train][param_groups]") {
   // An explicit L smaller than the blocks present is an error, not a scale > 1.
   REQUIRE_THROWS_WITH(simmim::make_param_groups(*model, simmim::ParamGroupOptions().layer_decay(d).num_layers(1)),
                       ContainsSubstring("num_layers must be at least the number of blocks"));
+  // One block short is caught too (block 2 would share the head's layer 3 = L + 1).
+  REQUIRE_THROWS_WITH(simmim::make_param_groups(*model, simmim::ParamGroupOptions().layer_decay(d).num_layers(2)),
+                      ContainsSubstring("is in block 2"));
+  REQUIRE(simmim::make_param_groups(*model, simmim::ParamGroupOptions().layer_decay(d).num_layers(5)).num_layers == 5);
 }
 
 TEST_CASE("param groups: frozen parameters are left out; bad options explain", "[train][param_groups]") {

@@ -120,10 +120,13 @@ inline ParamGroups make_param_groups(const torch::OrderedDict<std::string, at::T
     const at::Tensor& p = item.value();
     if (!p.defined() || !p.requires_grad()) continue;
     const int64_t layer = layerwise ? param_layer_id(item.key(), L, options) : 0;
-    SIMMIM_CHECK_VALUE(!layerwise || layer <= L + 1, api, "options.num_layers",
-                       "at least the number of blocks (parameter " + item.key() + " is in block " +
-                           std::to_string(layer - 1) + ")",
-                       L);
+    if (layerwise && layer != 0) {
+      const int64_t block = detail::block_index(item.key(), options.blocks_name());
+      SIMMIM_CHECK_VALUE(block < L, api, "options.num_layers",
+                         "at least the number of blocks (parameter " + item.key() + " is in block " +
+                             std::to_string(block) + ")",
+                         L);
+    }
     const int no_decay = is_no_decay_param(item.key(), p, options) ? 1 : 0;
     auto& g = pending[{layer, no_decay}];
     g.params.push_back(p);
