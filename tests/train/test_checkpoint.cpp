@@ -5,9 +5,13 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
+#include <unistd.h>
+
 #include "simmim/core/random.hpp"
+#include "simmim/train/atomic_file.hpp"
 #include "simmim/train/checkpoint.hpp"
 #include "simmim/train/grad_clip.hpp"
 #include "simmim/train/loss_scaler.hpp"
@@ -224,4 +228,32 @@ TEST_CASE("metrics log: JSON lines, flushed, append to resume", "[train][metrics
   std::ifstream again(path);
   std::string any;
   REQUIRE_FALSE(static_cast<bool>(std::getline(again, any)));
+}
+
+TEST_CASE("write_file_atomically: the target appears whole or keeps its old content", "[train]") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("simmim_atomic_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  const std::string path = (dir / "sub" / "file.txt").string();
+  auto write_text = [](const std::string& text) {
+    return [text](const std::string& tmp) { std::ofstream(tmp) << text; };
+  };
+  auto read_text = [&] {
+    std::ifstream is(path);
+    return std::string((std::istreambuf_iterator<char>(is)), std::istreambuf_iterator<char>());
+  };
+  simmim::write_file_atomically(path, "t", write_text("first"));  // creates the missing folders
+  REQUIRE(read_text() == "first");
+  // A writer that fails halfway: the old content stays and no temporary is left behind.
+  REQUIRE_THROWS_WITH(simmim::write_file_atomically(path, "t",
+                                                    [](const std::string& tmp) {
+                                                      std::ofstream(tmp) << "half";
+                                                      TORCH_CHECK(false, "disk full");
+                                                    }),
+                      Catch::Matchers::ContainsSubstring("disk full"));
+  REQUIRE(read_text() == "first");
+  REQUIRE(std::distance(fs::directory_iterator(dir / "sub"), fs::directory_iterator()) == 1);
+  simmim::write_file_atomically(path, "t", write_text("second"));
+  REQUIRE(read_text() == "second");
+  fs::remove_all(dir);
 }

@@ -21,12 +21,10 @@
 #include <vector>
 
 #include "simmim/core/check.hpp"
+#include "simmim/train/atomic_file.hpp"
 #include "simmim/train/loss_scaler.hpp"
 #include "simmim/train/lr_schedule.hpp"
 
-#ifndef _WIN32
-#include <unistd.h>
-#endif
 
 SIMMIM_NAMESPACE_BEGIN
 
@@ -105,24 +103,7 @@ inline void save_checkpoint(const std::string& path, const CheckpointParts& part
     root.write("rng", a);
   }
 
-  namespace fs = std::filesystem;
-  const fs::path target(path);
-  if (target.has_parent_path()) fs::create_directories(target.parent_path());
-#ifndef _WIN32
-  const std::string tmp = path + ".tmp" + std::to_string(::getpid());
-#else
-  const std::string tmp = path + ".tmp";
-#endif
-  try {
-    root.save_to(tmp);
-  } catch (...) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    throw;
-  }
-  std::error_code ec;
-  fs::rename(tmp, target, ec);
-  SIMMIM_CHECK(!ec, api, "path", "a writable location", "'" + path + "' (" + ec.message() + ")");
+  write_file_atomically(path, api, [&](const std::string& tmp) { root.save_to(tmp); });
 }
 
 namespace detail {

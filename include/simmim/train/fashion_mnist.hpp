@@ -16,11 +16,9 @@
 #include <vector>
 
 #include "simmim/core/check.hpp"
+#include "simmim/train/atomic_file.hpp"
 #include "simmim/train/labeled_images.hpp"
 
-#ifndef _WIN32
-#include <unistd.h>
-#endif
 
 SIMMIM_NAMESPACE_BEGIN
 
@@ -55,36 +53,27 @@ struct FashionMnistOptions {
 // file.
 inline void gunzip_file(const std::string& gz, const std::string& out) {
   constexpr const char* api = "simmim::gunzip_file";
-  gzFile in = gzopen(gz.c_str(), "rb");
-  SIMMIM_CHECK(in != nullptr, api, "gz", "a readable gzip file", "'" + gz + "'");
-#ifndef _WIN32
-  const std::string tmp = out + ".tmp" + std::to_string(::getpid());
-#else
-  const std::string tmp = out + ".tmp";
-#endif
-  std::ofstream os(tmp, std::ios::binary | std::ios::trunc);
-  if (!os) {
-    gzclose(in);
-    SIMMIM_CHECK(false, api, "out", "a writable path", "'" + out + "'");
-  }
-  std::vector<char> buf(1 << 16);
-  int n = 0;
-  while ((n = gzread(in, buf.data(), static_cast<unsigned>(buf.size()))) > 0) os.write(buf.data(), n);
-  int err = Z_OK;
-  const char* msg = n < 0 ? gzerror(in, &err) : nullptr;
-  std::string why = msg ? msg : "";
-  // A stream cut short reads as a short file; only gzclose tells (Z_BUF_ERROR).
-  const int closed = gzclose(in);
-  if (closed == Z_BUF_ERROR && why.empty()) why = "truncated";
-  os.close();
-  if (n < 0 || closed != Z_OK || !os) {
-    std::error_code ec;
-    std::filesystem::remove(tmp, ec);
-    SIMMIM_CHECK(false, api, "gz", "a valid gzip file", "'" + gz + "' (" + (why.empty() ? "write failed" : why) + ")");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, out, ec);
-  SIMMIM_CHECK(!ec, api, "out", "a writable location", "'" + out + "' (" + ec.message() + ")");
+  write_file_atomically(out, api, [&](const std::string& tmp) {
+    gzFile in = gzopen(gz.c_str(), "rb");
+    SIMMIM_CHECK(in != nullptr, api, "gz", "a readable gzip file", "'" + gz + "'");
+    std::ofstream os(tmp, std::ios::binary | std::ios::trunc);
+    if (!os) {
+      gzclose(in);
+      SIMMIM_CHECK(false, api, "out", "a writable path", "'" + out + "'");
+    }
+    std::vector<char> buf(1 << 16);
+    int n = 0;
+    while ((n = gzread(in, buf.data(), static_cast<unsigned>(buf.size()))) > 0) os.write(buf.data(), n);
+    int err = Z_OK;
+    const char* msg = n < 0 ? gzerror(in, &err) : nullptr;
+    std::string why = msg ? msg : "";
+    // A stream cut short reads as a short file; only gzclose tells (Z_BUF_ERROR).
+    const int closed = gzclose(in);
+    if (closed == Z_BUF_ERROR && why.empty()) why = "truncated";
+    os.close();
+    SIMMIM_CHECK(n >= 0 && closed == Z_OK && os, api, "gz", "a valid gzip file",
+                 "'" + gz + "' (" + (why.empty() ? "write failed" : why) + ")");
+  });
 }
 
 // Makes sure the four IDX files are unpacked in the cache and returns that directory.

@@ -14,10 +14,8 @@
 
 #include "simmim/core/check.hpp"
 #include "simmim/core/shape.hpp"
+#include "simmim/train/atomic_file.hpp"
 
-#ifndef _WIN32
-#include <unistd.h>
-#endif
 
 SIMMIM_NAMESPACE_BEGIN
 
@@ -103,19 +101,10 @@ inline void write_png(const std::string& path, const at::Tensor& image) {
   img = img.permute({1, 2, 0}).contiguous();  // stb wants interleaved rows
   const int h = static_cast<int>(img.size(0)), w = static_cast<int>(img.size(1)), c = static_cast<int>(img.size(2));
 
-  namespace fs = std::filesystem;
-  const fs::path target(path);
-  if (target.has_parent_path()) fs::create_directories(target.parent_path());
-#ifndef _WIN32
-  const std::string tmp = path + ".tmp" + std::to_string(::getpid());
-#else
-  const std::string tmp = path + ".tmp";
-#endif
-  const int ok = stbi_write_png(tmp.c_str(), w, h, c, img.data_ptr<uint8_t>(), w * c);
-  SIMMIM_CHECK(ok != 0, api, "path", "a writable file", "'" + path + "'");
-  std::error_code ec;
-  fs::rename(tmp, target, ec);
-  SIMMIM_CHECK(!ec, api, "path", "a writable location", "'" + path + "' (" + ec.message() + ")");
+  write_file_atomically(path, api, [&](const std::string& tmp) {
+    const int ok = stbi_write_png(tmp.c_str(), w, h, c, img.data_ptr<uint8_t>(), w * c);
+    SIMMIM_CHECK(ok != 0, api, "path", "a writable file", "'" + path + "'");
+  });
 }
 
 struct ReconstructionGridOptions {
