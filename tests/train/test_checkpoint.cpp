@@ -10,6 +10,7 @@
 
 #include <unistd.h>
 
+#include "../support/scratch_dir.hpp"
 #include "simmim/core/random.hpp"
 #include "simmim/train/atomic_file.hpp"
 #include "simmim/train/checkpoint.hpp"
@@ -22,15 +23,9 @@
 
 using Catch::Matchers::ContainsSubstring;
 namespace fs = std::filesystem;
+using simmim_test::scratch_dir;
 
 namespace {
-
-fs::path scratch_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("simmim_test_train_" + std::to_string(::getpid())) / name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
 
 struct TinyNetImpl : torch::nn::Module {
   torch::nn::Linear encoder{nullptr}, decoder{nullptr};
@@ -232,8 +227,7 @@ TEST_CASE("metrics log: JSON lines, flushed, append to resume", "[train][metrics
 
 TEST_CASE("write_file_atomically: the target appears whole or keeps its old content", "[train]") {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() / ("simmim_atomic_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+  const fs::path dir = scratch_dir("atomic");
   const std::string path = (dir / "sub" / "file.txt").string();
   auto write_text = [](const std::string& text) {
     return [text](const std::string& tmp) { std::ofstream(tmp) << text; };

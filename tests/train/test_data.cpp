@@ -9,6 +9,7 @@
 #include <fstream>
 #include <set>
 
+#include "../support/scratch_dir.hpp"
 #include "simmim/simmim_train.hpp"  // the umbrella compiles on its own
 #include "simmim/train/batch_loader.hpp"
 #include "simmim/train/fashion_mnist.hpp"
@@ -20,15 +21,9 @@
 using Catch::Approx;
 using Catch::Matchers::ContainsSubstring;
 namespace fs = std::filesystem;
+using simmim_test::scratch_dir;
 
 namespace {
-
-fs::path scratch_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("simmim_test_train_" + std::to_string(::getpid())) / name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
 
 torch::Tensor random_u8(std::vector<int64_t> shape, uint64_t seed) {
   return torch::randint(0, 256, shape, simmim::make_generator(seed), torch::kLong).to(torch::kByte);
