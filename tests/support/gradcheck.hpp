@@ -57,14 +57,15 @@ inline GradcheckResult gradcheck(const GradcheckFn& f, const std::vector<torch::
   for (const auto& t : inputs) base.push_back(t.detach().contiguous().clone());
   for (size_t c = 0; c < checked.size(); ++c) {
     const size_t k = checked[c];
-    double* x = base[k].data_ptr<double>();
+    // Element writes through tensor ops, so inputs may live on any device.
+    torch::Tensor x = base[k].view({-1});
     for (int64_t e = 0; e < base[k].numel(); ++e) {
-      const double saved = x[e];
-      x[e] = saved + step;
+      const double saved = x[e].item<double>();
+      x[e].fill_(saved + step);
       const torch::Tensor plus = f(base).reshape({-1}).clone();
-      x[e] = saved - step;
+      x[e].fill_(saved - step);
       const torch::Tensor minus = f(base).reshape({-1}).clone();
-      x[e] = saved;
+      x[e].fill_(saved);
       const torch::Tensor numeric = (plus - minus) / (2 * step);
       for (int64_t o = 0; o < n_out; ++o) {
         const double num = numeric[o].item<double>();

@@ -1,12 +1,13 @@
 #pragma once
 // Backend: which implementation of a fused op runs (reference composite, fused CPU, fused CUDA), whether it
-// is available in this build, and the one check that turns "not available" into a clear error.
+// is available in this process, and the one check that turns "not available" into a clear error.
 
 #include <ATen/ATen.h>
 
 #include <ostream>
 
 #include "simmim/core/check.hpp"
+#include "simmim/dispatch/cuda_registry.hpp"
 
 SIMMIM_NAMESPACE_BEGIN
 
@@ -14,7 +15,7 @@ enum class Backend {
   kAuto,       // fused CPU for CPU tensors, fused CUDA for CUDA tensors when compiled in, else reference
   kReference,  // composite ATen ops: autograd-native, any device, any order of derivative; the test oracle
   kFusedCPU,   // one pass over the pixels (kernels/cpu)
-  kFusedCUDA,  // the same on the GPU (kernels/cuda); needs SIMMIM_WITH_CUDA (the simmim::cuda target)
+  kFusedCUDA,  // the same on the GPU (kernels/cuda); needs the simmim::cuda library linked
 };
 
 inline constexpr const char* to_string(Backend backend) {
@@ -33,16 +34,6 @@ inline constexpr const char* to_string(Backend backend) {
 
 inline std::ostream& operator<<(std::ostream& os, Backend backend) { return os << to_string(backend); }
 
-// Whether the fused CUDA kernels are compiled into this build. SIMMIM_WITH_CUDA is set for a whole consumer
-// target by linking simmim::cuda, so every translation unit of that target agrees.
-inline constexpr bool fused_cuda_compiled() {
-#ifdef SIMMIM_WITH_CUDA
-  return true;
-#else
-  return false;
-#endif
-}
-
 namespace dispatch {
 
 // Errors unless `backend` (a concrete one, not kAuto) can run on `t`'s device in this build. Asking for
@@ -55,10 +46,10 @@ inline void check_backend_available(Backend backend, const at::Tensor& t, const 
       SIMMIM_CHECK(t.device().is_cpu(), api, "the inputs of Backend::kFusedCPU", "CPU tensors", describe(t));
       return;
     case Backend::kFusedCUDA:
-      TORCH_CHECK(fused_cuda_compiled(), api,
-                  ": simmim was built without CUDA, so Backend::kFusedCUDA is not available; link the "
-                  "simmim::cuda target (it defines SIMMIM_WITH_CUDA), or use Backend::kAuto / "
-                  "Backend::kReference");
+      TORCH_CHECK(fused_cuda_available(), api,
+                  ": Backend::kFusedCUDA is not available: this program does not link simmim's CUDA library; link "
+                  "the simmim::cuda target (built where CMake finds CUDA and a CUDA-enabled LibTorch), or use "
+                  "Backend::kAuto / Backend::kReference");
       SIMMIM_CHECK(t.device().is_cuda(), api, "the inputs of Backend::kFusedCUDA", "CUDA tensors", describe(t));
       return;
     case Backend::kAuto:

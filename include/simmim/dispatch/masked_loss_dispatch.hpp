@@ -12,15 +12,15 @@
 SIMMIM_NAMESPACE_BEGIN
 namespace dispatch {
 
-// kAuto: fused CPU for CPU tensors, fused CUDA for CUDA tensors when compiled in, the reference otherwise,
+// kAuto: fused CPU for CPU tensors, fused CUDA for CUDA tensors when simmim::cuda is loaded, the reference otherwise,
 // and the reference whenever a norm-pix target requires grad (the fused pass does not differentiate the
 // per-patch normalization). A forced backend must be able to run, else a clear error.
 inline Backend resolve_masked_loss_backend(const MaskedLossProblem& pb, Backend requested, const char* api) {
-  const bool grad_through_norm = pb.spec.norm_pix && pb.target.requires_grad() && at::GradMode::is_enabled();
+  const bool grad_through_norm = pb.options.norm_pix() && pb.target.requires_grad() && at::GradMode::is_enabled();
   if (requested == Backend::kAuto) {
     if (grad_through_norm) return Backend::kReference;
     if (pb.pred.device().is_cpu()) return Backend::kFusedCPU;
-    if (pb.pred.device().is_cuda() && fused_cuda_compiled()) return Backend::kFusedCUDA;
+    if (pb.pred.device().is_cuda() && fused_cuda_available()) return Backend::kFusedCUDA;
     return Backend::kReference;
   }
   check_backend_available(requested, pb.pred, api);
@@ -33,9 +33,9 @@ inline Backend resolve_masked_loss_backend(const MaskedLossProblem& pb, Backend 
 }
 
 inline at::Tensor masked_loss(const at::Tensor& pred, const at::Tensor& target, const at::Tensor& mask,
-                              const MaskedLossSpec& spec, Backend backend, const char* api) {
-  const MaskedLossProblem pb = make_masked_loss_problem(pred, target, mask, spec, api);
-  const Backend chosen = resolve_masked_loss_backend(pb, backend, api);
+                              const MaskedLossOptions& options, const char* api) {
+  const MaskedLossProblem pb = make_masked_loss_problem(pred, target, mask, options, api);
+  const Backend chosen = resolve_masked_loss_backend(pb, options.backend(), api);
   if (chosen == Backend::kReference) return masked_loss_reference(pb, api);
   const bool want_grad = at::GradMode::is_enabled() && (pred.requires_grad() || target.requires_grad());
   return FusedMaskedLoss::apply(pred, target, mask, &pb, chosen, want_grad, api);

@@ -1,7 +1,8 @@
 #pragma once
 // The fused backends of the masked losses behind one autograd Function: the forward runs one fused pass
 // (loss and d(loss)/d(pred) together), the backward only scales the saved gradient by grad_output. Here
-// the torch-facing glue of the CPU kernel, and the slot the CUDA glue fills (SIMMIM_WITH_CUDA).
+// the torch-facing glue of the CPU kernel; the CUDA glue is compiled in simmim::cuda (src/cuda) and
+// reached through the runtime table of dispatch/cuda_registry.hpp.
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -21,14 +22,9 @@
 SIMMIM_NAMESPACE_BEGIN
 namespace dispatch {
 
-// What a fused forward returns: the loss (pred's dtype; scalar or [B]) and, when asked for, d(loss)/d(pred)
-// for grad_output = 1, in pred's layout ([B, C, H, W] or [B, L, D]).
-struct FusedLossForward {
-  at::Tensor loss;
-  at::Tensor grad;
-};
 
-// Fills the geometry, strides and loss options of the kernel parameters from an image-view problem.
+// Fills the kernel parameters from a problem and the image views the pass reads and writes: the options
+// reach the params contract here, in one step.
 inline MaskedLossParams masked_loss_params(const MaskedLossProblem& pb, const at::Tensor& pred4,
                                            const at::Tensor& target4, const at::Tensor& grad4,
                                            const at::Tensor& weights) {
@@ -48,10 +44,14 @@ inline MaskedLossParams masked_loss_params(const MaskedLossProblem& pb, const at
     P.grad_stride[d] = grad4.defined() ? grad4.stride(d) : 0;
   }
   for (int d = 0; d < 3; ++d) P.weight_stride[d] = weights.stride(d);
-  P.kind = pb.spec.kind;
-  P.norm_pix = pb.spec.norm_pix;
-  P.norm_eps = pb.spec.norm_eps;
-  P.beta = pb.spec.beta;
+  P.kind = pb.options.kind();
+  P.norm_pix = pb.options.norm_pix();
+  P.norm_eps = pb.options.norm_eps();
+  P.beta = pb.options.beta();
+  P.reduction = pb.options.reduction();
+  P.eps = pb.options.eps();
+  P.unit_elems = pb.unit_elems;
+  P.units_per_cell = pb.units_per_cell;
   return P;
 }
 
@@ -103,20 +103,14 @@ inline FusedLossForward masked_loss_fused_cpu(const MaskedLossProblem& pb, bool 
   return {pb.finish(loss_sums, den), grad.defined() ? pb.from_view(grad) : grad};
 }
 
-#ifdef SIMMIM_WITH_CUDA
-// The fused CUDA forward, same contract as masked_loss_fused_cpu. Defined by simmim's CUDA glue, which
-// the simmim::cuda target compiles into the consumer's own target.
-FusedLossForward masked_loss_fused_cuda(const MaskedLossProblem& pb, bool want_grad, const char* api);
-#endif
-
 // The fused forward of `backend` (kFusedCPU or kFusedCUDA, already checked available).
 inline FusedLossForward masked_loss_fused_forward(const MaskedLossProblem& pb, Backend backend, bool want_grad,
                                                   const char* api) {
   if (backend == Backend::kFusedCPU) return masked_loss_fused_cpu(pb, want_grad, api);
-#ifdef SIMMIM_WITH_CUDA
-  if (backend == Backend::kFusedCUDA) return masked_loss_fused_cuda(pb, want_grad, api);
-#endif
-  TORCH_INTERNAL_ASSERT(false, api, ": no fused masked loss for ", backend, " in this build");
+  const CudaEntryPoints* cuda = cuda_entry_points();
+  TORCH_INTERNAL_ASSERT(backend == Backend::kFusedCUDA && cuda != nullptr, api, ": no fused masked loss for ",
+                        backend, " in this process");
+  return cuda->masked_loss_forward(pb, want_grad, api);
 }
 
 // The autograd Function around a fused forward. Gradients: pred gets the saved d(loss)/d(pred) scaled by
@@ -134,7 +128,7 @@ class FusedMaskedLoss : public torch::autograd::Function<FusedMaskedLoss> {
                             Backend backend, bool want_grad, const char* api) {
     FusedLossForward out = masked_loss_fused_forward(*problem, backend, want_grad, api);
     if (want_grad) ctx->saved_data["grad"] = out.grad;
-    ctx->saved_data["per_sample"] = problem->spec.reduction == LossReduction::kPerSample;
+    ctx->saved_data["per_sample"] = problem->options.reduction() == LossReduction::kPerSample;
     return out.loss;
   }
 
@@ -162,13 +156,18 @@ class FusedMaskedLoss : public torch::autograd::Function<FusedMaskedLoss> {
         shape[0] = saved.size(0);
         scale = grad_out.reshape(shape);
       }
-      // Reading the value would synchronize a GPU: only CPU gradients skip the scaling.
-      const bool unit = grad_out.is_cpu() && grad_out.numel() == 1 && grad_out.item<double>() == 1.0;
       if (target_grad) grad_target = saved * scale.neg();
       if (pred_grad) {
+        const CudaEntryPoints* cuda = saved.is_cuda() ? cuda_entry_points() : nullptr;
         if (!last_use) {
           grad_pred = saved * scale;
+        } else if (cuda != nullptr && grad_out.scalar_type() == saved.scalar_type()) {
+          // On the GPU reading grad_output would synchronize: a kernel reads it on the device and leaves the
+          // gradient untouched (no pass over it) where it is 1, the usual loss.backward().
+          cuda->scale_by_grad_output(saved, grad_out);
+          grad_pred = saved;
         } else {
+          const bool unit = grad_out.is_cpu() && grad_out.numel() == 1 && grad_out.item<double>() == 1.0;
           grad_pred = unit ? saved : saved.mul_(scale);
         }
       }

@@ -7,32 +7,14 @@
 
 #include <cmath>
 #include <cstdint>
-#include <ostream>
 #include <string>
 
 #include "simmim/core/check.hpp"
 #include "simmim/core/shape.hpp"
+#include "simmim/dispatch/masked_loss_options.hpp"
 #include "simmim/kernels/masked_loss_params.hpp"
 
 SIMMIM_NAMESPACE_BEGIN
-
-enum class LossReduction {
-  kMean,       // one scalar over the whole batch, as the originals
-  kPerSample,  // [B]: the same formula within each sample
-};
-
-inline constexpr const char* to_string(LossReduction reduction) {
-  switch (reduction) {
-    case LossReduction::kMean:
-      return "LossReduction::kMean";
-    case LossReduction::kPerSample:
-      return "LossReduction::kPerSample";
-  }
-  return "unknown LossReduction";
-}
-
-inline std::ostream& operator<<(std::ostream& os, LossReduction r) { return os << to_string(r); }
-inline std::ostream& operator<<(std::ostream& os, LossKind k) { return os << "LossKind::k" << to_string(k); }
 
 // Picked from pred.dim(): 4 -> images, 3 -> patchified.
 enum class LossLayout {
@@ -42,19 +24,8 @@ enum class LossLayout {
 
 namespace dispatch {
 
-// The loss options unpacked: what every backend needs to know.
-struct MaskedLossSpec {
-  LossKind kind = LossKind::kL1;
-  int64_t patch_size = 1;  // images layout only
-  bool norm_pix = false;
-  double norm_eps = 1e-6;
-  double beta = 1.0;
-  double eps = 1e-5;
-  LossReduction reduction = LossReduction::kMean;
-};
-
 struct MaskedLossProblem {
-  MaskedLossSpec spec;  // kSmoothL1 with beta 0 is stored as kL1, as torch.nn.functional.smooth_l1_loss does
+  MaskedLossOptions options;  // kSmoothL1 with beta 0 is stored as kL1, as torch.nn.functional.smooth_l1_loss does
   LossLayout layout = LossLayout::kImages;
   at::Tensor pred, target, mask;     // as the caller passed them
   at::Tensor pred4, target4, mask3;  // image view: [B, C, H, W] and [B, H / patch, W / patch]
@@ -69,15 +40,15 @@ struct MaskedLossProblem {
   // where the originals return 0/0 = NaN) is replaced by 1, so the loss is its numerator: 0 for finite
   // inputs, NaN when an input is NaN.
   at::Tensor denominator(const at::Tensor& unit_sums) const {
-    at::Tensor d = spec.reduction == LossReduction::kMean ? unit_sums.sum().reshape({1}) : unit_sums;
-    d = d + spec.eps;
+    at::Tensor d = options.reduction() == LossReduction::kMean ? unit_sums.sum().reshape({1}) : unit_sums;
+    d = d + options.eps();
     return d.masked_fill(d == 0, 1.0);
   }
 
   // The loss from the per-sample sums of w * l (double [B]) and the denominator: sum / den / unit_elems,
   // as a scalar (kMean) or [B] (kPerSample), in pred's dtype.
   at::Tensor finish(const at::Tensor& loss_sums, const at::Tensor& den) const {
-    if (spec.reduction == LossReduction::kMean) {
+    if (options.reduction() == LossReduction::kMean) {
       return (loss_sums.sum() / den.reshape({}) / static_cast<double>(unit_elems)).to(pred.scalar_type());
     }
     return (loss_sums / den / static_cast<double>(unit_elems)).to(pred.scalar_type());
@@ -88,10 +59,20 @@ struct MaskedLossProblem {
     return (1.0 / (den * static_cast<double>(unit_elems))).expand({batch()}).contiguous();
   }
 
-  // An image-view tensor (a gradient) back in the caller's layout.
+  // A tensor in the caller's layout as the image view, and back (a gradient).
+  at::Tensor to_view(const at::Tensor& t) const {
+    return layout == LossLayout::kImages ? t : t.transpose(1, 2).unsqueeze(3);
+  }
   at::Tensor from_view(const at::Tensor& t4) const {
     return layout == LossLayout::kImages ? t4 : t4.squeeze(3).transpose(1, 2);
   }
+};
+
+// What a fused forward returns: the loss (pred's dtype; scalar or [B]) and, when asked for, d(loss)/d(pred)
+// for grad_output = 1, in pred's layout ([B, C, H, W] or [B, L, D]).
+struct FusedLossForward {
+  at::Tensor loss;
+  at::Tensor grad;
 };
 
 inline bool is_supported_loss_dtype(at::ScalarType t) {
@@ -101,7 +82,8 @@ inline bool is_supported_loss_dtype(at::ScalarType t) {
 // Validates the arguments (each failure names `api`, the argument, what was expected and what arrived)
 // and builds the problem.
 inline MaskedLossProblem make_masked_loss_problem(const at::Tensor& pred, const at::Tensor& target,
-                                                  const at::Tensor& mask, const MaskedLossSpec& spec, const char* api) {
+                                                  const at::Tensor& mask, const MaskedLossOptions& options,
+                                                  const char* api) {
   SIMMIM_CHECK(pred.defined() && (pred.dim() == 4 || pred.dim() == 3), api, "pred",
                "a 4-D tensor [B, C, H, W] (images) or a 3-D tensor [B, L, D] (patchified)", describe(pred));
   SIMMIM_CHECK(is_supported_loss_dtype(pred.scalar_type()), api, "pred", "a float, double, half or bfloat16 tensor",
@@ -113,25 +95,30 @@ inline MaskedLossProblem make_masked_loss_problem(const at::Tensor& pred, const 
                std::string("of pred's dtype ") + c10::toString(pred.scalar_type()), describe(target));
   SIMMIM_CHECK(target.device() == pred.device(), api, "target", "on pred's device " + pred.device().str(),
                describe(target));
-  SIMMIM_CHECK(mask.defined() && (mask.scalar_type() == at::kBool || mask.scalar_type() == at::kByte ||
+  SIMMIM_CHECK(mask.defined() && (mask.scalar_type() == at::kBool || at::isIntegralType(mask.scalar_type(), false) ||
                                   at::isFloatingType(mask.scalar_type())),
-               api, "mask", "a bool, uint8 or floating-point (weights) tensor", describe(mask));
+               api, "mask", "a bool, integer (uint8, int32, int64, ...) or floating-point (weights) tensor",
+               describe(mask));
   SIMMIM_CHECK(mask.device() == pred.device(), api, "mask", "on pred's device " + pred.device().str(), describe(mask));
-  SIMMIM_CHECK_VALUE(spec.patch_size > 0, api, "options.patch_size", "positive", spec.patch_size);
-  SIMMIM_CHECK_VALUE(std::isfinite(spec.eps) && spec.eps >= 0, api, "options.eps", "finite and >= 0", spec.eps);
-  SIMMIM_CHECK_VALUE(std::isfinite(spec.norm_eps) && spec.norm_eps >= 0, api, "options.norm_eps", "finite and >= 0",
-                     spec.norm_eps);
-  SIMMIM_CHECK_VALUE(std::isfinite(spec.beta) && spec.beta >= 0, api, "options.beta", "finite and >= 0", spec.beta);
+  SIMMIM_CHECK_VALUE(is_valid(options.kind()), api, "options.kind", "LossKind::kL1, kL2 or kSmoothL1",
+                     "LossKind(" + std::to_string(static_cast<int>(options.kind())) + ")");
+  SIMMIM_CHECK_VALUE(is_valid(options.reduction()), api, "options.reduction", "LossReduction::kMean or kPerSample",
+                     "LossReduction(" + std::to_string(static_cast<int>(options.reduction())) + ")");
+  SIMMIM_CHECK_VALUE(options.patch_size() > 0, api, "options.patch_size", "positive", options.patch_size());
+  SIMMIM_CHECK_VALUE(std::isfinite(options.eps()) && options.eps() >= 0, api, "options.eps", "finite and >= 0", options.eps());
+  SIMMIM_CHECK_VALUE(std::isfinite(options.norm_eps()) && options.norm_eps() >= 0, api, "options.norm_eps", "finite and >= 0",
+                     options.norm_eps());
+  SIMMIM_CHECK_VALUE(std::isfinite(options.beta()) && options.beta() >= 0, api, "options.beta", "finite and >= 0", options.beta());
 
   MaskedLossProblem pb;
-  pb.spec = spec;
-  if (pb.spec.kind == LossKind::kSmoothL1 && pb.spec.beta == 0) pb.spec.kind = LossKind::kL1;
+  pb.options = options;
+  if (options.kind() == LossKind::kSmoothL1 && options.beta() == 0) pb.options.kind(LossKind::kL1);
   pb.pred = pred;
   pb.target = target;
   pb.mask = mask;
   const int64_t B = pred.size(0);
   if (pred.dim() == 4) {
-    const int64_t p = spec.patch_size;
+    const int64_t p = options.patch_size();
     const Size2d grid = patch_grid({pred.size(2), pred.size(3)}, p, api, "pred's image size");
     SIMMIM_CHECK(mask.dim() == 3 && mask.size(0) == B && mask.size(1) == grid.h && mask.size(2) == grid.w, api, "mask",
                  "[B, h, w] with h*p == H and w*p == W, i.e. " + shape_str({B, grid.h, grid.w}) + " for pred " +
@@ -149,14 +136,14 @@ inline MaskedLossProblem make_masked_loss_problem(const at::Tensor& pred, const 
                  "[B, L] = " + shape_str({B, pred.size(1)}) + " for pred " + shape_str(pred),
                  "mask " + shape_str(mask));
     pb.layout = LossLayout::kPatchified;
-    pb.pred4 = pred.transpose(1, 2).unsqueeze(3);
-    pb.target4 = target.transpose(1, 2).unsqueeze(3);
+    pb.pred4 = pb.to_view(pred);
+    pb.target4 = pb.to_view(target);
     pb.mask3 = mask.unsqueeze(2);
     pb.patch = 1;
     pb.unit_elems = pred.size(2);
     pb.units_per_cell = 1;
   }
-  if (spec.norm_pix) {
+  if (options.norm_pix()) {
     const int64_t group = pb.patch * pb.patch * pb.pred4.size(1);
     SIMMIM_CHECK_VALUE(group >= 2, api, "a norm_pix patch (p*p*C values, or D for patchified)",
                        "at least 2 values (the variance is unbiased)", group);

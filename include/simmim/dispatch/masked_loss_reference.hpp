@@ -24,9 +24,9 @@ inline at::Tensor normalize_patches(const at::Tensor& tokens, double eps) {
 }
 
 // The per-element loss l(pred - target), unreduced, as torch computes it.
-inline at::Tensor elementwise_loss(const at::Tensor& pred, const at::Tensor& target, const MaskedLossSpec& spec,
+inline at::Tensor elementwise_loss(const at::Tensor& pred, const at::Tensor& target, const MaskedLossOptions& options,
                                    const char* api) {
-  switch (spec.kind) {
+  switch (options.kind()) {
     case LossKind::kL1:
       return at::l1_loss(pred, target, at::Reduction::None);
     case LossKind::kL2:
@@ -34,34 +34,34 @@ inline at::Tensor elementwise_loss(const at::Tensor& pred, const at::Tensor& tar
     case LossKind::kSmoothL1:
       // LibTorch 1.13 has no CPU half kernel for smooth_l1_loss's backward: run half in float.
       if (pred.scalar_type() == at::kHalf) {
-        return at::smooth_l1_loss(pred.to(at::kFloat), target.to(at::kFloat), at::Reduction::None, spec.beta)
+        return at::smooth_l1_loss(pred.to(at::kFloat), target.to(at::kFloat), at::Reduction::None, options.beta())
             .to(at::kHalf);
       }
-      return at::smooth_l1_loss(pred, target, at::Reduction::None, spec.beta);
+      return at::smooth_l1_loss(pred, target, at::Reduction::None, options.beta());
   }
   TORCH_CHECK_VALUE(false, api, ": options.kind must be LossKind::kL1, kL2 or kSmoothL1; got LossKind(",
-                    static_cast<int>(spec.kind), ")");
+                    static_cast<int>(options.kind()), ")");
 }
 
 // The loss of a validated problem. No gradient reaches the mask (it is detached), as in the fused path.
 inline at::Tensor masked_loss_reference(const MaskedLossProblem& pb, const char* api) {
-  const MaskedLossSpec& s = pb.spec;
+  const MaskedLossOptions& s = pb.options;
   const at::Tensor& pred = pb.pred;
   const at::Tensor mask = pb.mask.detach().to(pred.scalar_type());
   // Sums of half/bfloat16 values accumulate and land in float: the loss of a large batch overflows half's
   // 65504 long before its mean does.
   const at::ScalarType acc = at::toOpMathType(pred.scalar_type());
-  const bool mean = s.reduction == LossReduction::kMean;
+  const bool mean = s.reduction() == LossReduction::kMean;
   at::Tensor numerator, unit_sums;
   double divisor = 1;
   if (pb.layout == LossLayout::kImages) {
     // SimMIM: loss = sum(l * m) / (sum(m) + eps) / C with m the patch mask upsampled to pixels.
-    const int64_t p = s.patch_size;
+    const int64_t p = s.patch_size();
     const at::Tensor m = mask.repeat_interleave(p, 1).repeat_interleave(p, 2).unsqueeze(1);
     at::Tensor target = pb.target;
-    if (s.norm_pix) {
+    if (s.norm_pix()) {
       const Size2d grid{pred.size(2) / p, pred.size(3) / p};
-      target = unpatchify(normalize_patches(patchify(target, p), s.norm_eps), p, grid);
+      target = unpatchify(normalize_patches(patchify(target, p), s.norm_eps()), p, grid);
     }
     const at::Tensor weighted = elementwise_loss(pred, target, s, api) * m;
     const std::array<int64_t, 3> dims{1, 2, 3};
@@ -70,7 +70,7 @@ inline at::Tensor masked_loss_reference(const MaskedLossProblem& pb, const char*
     divisor = static_cast<double>(pred.size(1));
   } else {
     // MAE: loss = sum(mean_D(l) * mask) / (sum(mask) + eps).
-    const at::Tensor target = s.norm_pix ? normalize_patches(pb.target, s.norm_eps) : pb.target;
+    const at::Tensor target = s.norm_pix() ? normalize_patches(pb.target, s.norm_eps()) : pb.target;
     const int64_t last = -1;
     const at::Tensor weighted = elementwise_loss(pred, target, s, api).mean(at::IntArrayRef(last)) * mask;
     const int64_t tokens = 1;

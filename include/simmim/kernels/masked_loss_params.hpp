@@ -1,9 +1,12 @@
 #pragma once
-// What one fused masked-loss pass needs, as raw pointers, sizes and element strides: the contract between
-// the dispatch layer and the fused kernels (CPU here, CUDA in kernels/cuda). No torch type, so nvcc can
-// compile the CUDA kernels against it without torch. LossKind lives here because kernels specialize on it.
+// The masked losses' vocabulary (LossKind, LossReduction) and what one fused pass needs (MaskedLossParams:
+// raw pointers, sizes, element strides): the contract between the dispatch layer and the fused kernels
+// (kernels/cpu, kernels/cuda). No torch type, so nvcc compiles the CUDA kernels against it without torch;
+// every layer above (dispatch, the public options in dispatch/masked_loss_options.hpp, loss/) reads the
+// enums from here, their one home.
 
 #include <cstdint>
+#include <ostream>
 
 #include "simmim/core/abi.hpp"
 
@@ -14,6 +17,12 @@ SIMMIM_NAMESPACE_BEGIN
 //   kL2:       d^2                                                  (MAE)
 //   kSmoothL1: 0.5 d^2 / beta if |d| < beta, else |d| - 0.5 beta   (torch.nn.functional.smooth_l1_loss)
 enum class LossKind { kL1, kL2, kSmoothL1 };
+
+// How the per-sample sums become the loss.
+enum class LossReduction {
+  kMean,       // one scalar over the whole batch, as the originals
+  kPerSample,  // [B]: the same formula within each sample
+};
 
 inline constexpr const char* to_string(LossKind kind) {
   switch (kind) {
@@ -27,9 +36,31 @@ inline constexpr const char* to_string(LossKind kind) {
   return "unknown LossKind";
 }
 
+inline constexpr const char* to_string(LossReduction reduction) {
+  switch (reduction) {
+    case LossReduction::kMean:
+      return "LossReduction::kMean";
+    case LossReduction::kPerSample:
+      return "LossReduction::kPerSample";
+  }
+  return "unknown LossReduction";
+}
+
+// Whether a value read from an int (a file, a cast) is one of the enumerators.
+inline constexpr bool is_valid(LossKind kind) {
+  return kind == LossKind::kL1 || kind == LossKind::kL2 || kind == LossKind::kSmoothL1;
+}
+inline constexpr bool is_valid(LossReduction reduction) {
+  return reduction == LossReduction::kMean || reduction == LossReduction::kPerSample;
+}
+
+inline std::ostream& operator<<(std::ostream& os, LossKind k) { return os << "LossKind::k" << to_string(k); }
+inline std::ostream& operator<<(std::ostream& os, LossReduction r) { return os << to_string(r); }
+
 // One fused pass: per sample b, loss_sum[b] = sum over its elements of w * l(pred - t), and (if grad is
-// set) grad = w * l'(pred - t) * grad_scale[b], where t is the target, per-patch normalized when
-// norm_pix, and w the weight of the element's mask cell.
+// set) grad = w * l'(pred - t) * scale[b], where t is the target, per-patch normalized when norm_pix, w
+// the weight of the element's mask cell, and scale[b] = d(loss) / d(loss_sum[b]) = 1 / (den * unit_elems)
+// with den = (sum of the unit weights, over the batch for kMean or of sample b) + eps (an exact 0 -> 1).
 //
 // Both layouts arrive as an image view [B, C, H, W] with a weight grid [B, H / patch, W / patch]: the
 // patchified layout [B, L, D] is passed as [B, D, L, 1] with patch = 1 (one token = one "pixel" of D
@@ -56,8 +87,20 @@ struct MaskedLossParams {
   double norm_eps = 1e-6;  // var is unbiased (n - 1)
   double beta = 1.0;       // kSmoothL1 only; > 0 (beta == 0 is passed as kL1, as torch does)
 
-  const double* grad_scale = nullptr;  // [B]: d(loss) / d(loss_sum[b])
+  // The reduction: den and scale[b] above, and the loss itself.
+  LossReduction reduction = LossReduction::kMean;
+  double eps = 1e-5;           // added to the weight sum in den
+  int64_t unit_elems = 1;      // elements per mask unit: C (images) or D (patchified)
+  int64_t units_per_cell = 1;  // mask units per weight cell: patch^2 (images) or 1 (patchified)
+
+  // CPU: the caller computes scale[b] with ATen ops and passes it here; the pass writes loss_sum.
+  const double* grad_scale = nullptr;  // [B]
   double* loss_sum = nullptr;          // [B] out
+  // CUDA: the pass computes the weight sums, scale and the loss itself on the device (no host sync) and
+  // writes the loss in pred's dtype, [] (kMean) or [B] (kPerSample), into `loss`. `workspace` holds
+  // kernels::cuda::masked_loss_workspace_bytes(*this) bytes of device memory.
+  void* loss = nullptr;
+  void* workspace = nullptr;
 };
 
 SIMMIM_NAMESPACE_END

@@ -25,6 +25,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "simmim/kernels/masked_loss_math.hpp"
 #include "simmim/kernels/masked_loss_params.hpp"
 
 // The hot helpers must be inlined into the AVX2 build of their caller, or they run as baseline code.
@@ -164,40 +165,6 @@ SIMMIM_CPU_ALWAYS_INLINE scalar_t narrow(acc_t v) {
 template <typename acc_t>
 inline constexpr int kLanes = static_cast<int>(64 / sizeof(acc_t));
 
-// c ? a : b as bit masks. GCC sinks the float math that only one arm of a ?: uses into a branch, then
-// will not if-convert it (the math might trap), and a branch per element does not vectorize.
-template <typename T>
-SIMMIM_CPU_ALWAYS_INLINE T select(bool c, T a, T b) {
-  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-  static_assert(sizeof(T) == sizeof(Bits), "select: float or double");
-  Bits ua, ub;
-  std::memcpy(&ua, &a, sizeof(T));
-  std::memcpy(&ub, &b, sizeof(T));
-  const Bits m = Bits(0) - static_cast<Bits>(c);
-  const Bits r = (ua & m) | (ub & ~m);
-  T out;
-  std::memcpy(&out, &r, sizeof(T));
-  return out;
-}
-
-// l(d) and l'(d) as torch computes them, so that ties and NaN agree: the loss of a NaN is NaN; the L1
-// slope of a NaN is 0 (torch's sgn), the L2 and smooth-L1 slopes are NaN.
-template <LossKind K, typename acc_t>
-SIMMIM_CPU_ALWAYS_INLINE void loss_and_slope(acc_t d, acc_t beta, acc_t& l, acc_t& dl) {
-  if constexpr (K == LossKind::kL1) {
-    l = std::abs(d);
-    dl = static_cast<acc_t>(d > acc_t(0)) - static_cast<acc_t>(d < acc_t(0));
-  } else if constexpr (K == LossKind::kL2) {
-    l = d * d;
-    dl = acc_t(2) * d;
-  } else {
-    static_assert(K == LossKind::kSmoothL1, "loss_and_slope: unhandled LossKind");
-    const acc_t z = std::abs(d);
-    l = select(z < beta, acc_t(0.5) * z * z / beta, z - acc_t(0.5) * beta);
-    dl = select(d <= -beta, acc_t(-1), select(d >= beta, acc_t(1), d / beta));
-  }
-}
-
 // Element i of a run, into lane k (see run).
 template <LossKind K, bool kNorm, bool kGrad, typename scalar_t, typename acc_t>
 SIMMIM_CPU_ALWAYS_INLINE void run_element(const scalar_t* __restrict p, const scalar_t* __restrict t,
@@ -206,10 +173,8 @@ SIMMIM_CPU_ALWAYS_INLINE void run_element(const scalar_t* __restrict p, const sc
                                           acc_t beta, int64_t i, acc_t& lane) {
   acc_t tv = widen<acc_t>(t[i]);
   if constexpr (kNorm) tv = (tv - mean[i]) * rstd[i];
-  acc_t l, dl;
-  loss_and_slope<K>(widen<acc_t>(p[i]) - tv, beta, l, dl);
-  lane += l * w[i];
-  if constexpr (kGrad) g[i] = narrow<scalar_t>(dl * w[i] * scale);
+  const acc_t gv = kernels::masked_element<K>(widen<acc_t>(p[i]), tv, w[i], scale, beta, lane);
+  if constexpr (kGrad) g[i] = narrow<scalar_t>(gv);
 }
 
 // One contiguous run of n elements: returns sum(w * l) and, when kGrad, writes g = w * l' * scale.
