@@ -14,6 +14,16 @@ elif [ ! -f /usr/lib/x86_64-linux-gnu/cmake/Torch/TorchConfig.cmake ] && command
   fi
 fi
 
+# pip_torch_args PYTHON: the CMake arguments for the pip torch of PYTHON. TorchConfig looks its libtorch and
+# libc10 up in the system paths before its own folder, so on a machine that also has Debian's LibTorch it
+# would mix the two: pin both to the wheel's.
+pip_torch_args() {
+  local py="$1" prefix lib
+  prefix=$("$py" -c 'import torch;print(torch.utils.cmake_prefix_path)') || return 1
+  lib="$(dirname "$(dirname "$prefix")")/lib"
+  printf '%s\n' "-DCMAKE_PREFIX_PATH=$prefix" "-DTORCH_LIBRARY=$lib/libtorch.so" "-Dc10_LIBRARY=$lib/libc10.so"
+}
+
 configure() {
   local gen=()
   command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_names.hpp"
 #include "simmim/core/random.hpp"
 #include "simmim/loss/masked_loss.hpp"
 
@@ -24,13 +25,8 @@ namespace {
 using simmim::Backend;
 using simmim::MaskedLossOptions;
 
-const char* dtype_name(torch::ScalarType t) { return t == torch::kBFloat16 ? "bf16" : "f32"; }
-
-std::string dims(const std::vector<int64_t>& shape) {
-  std::string s;
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "x" : "") + std::to_string(shape[i]);
-  return s;
-}
+using bench_names::dims;
+using bench_names::dtype_name;
 
 // One training step's loss work: forward, backward into a fresh pred.grad.
 void loss_step(benchmark::State& state, std::vector<int64_t> shape, std::vector<int64_t> mask_shape,

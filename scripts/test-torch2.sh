@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The second CI configuration: the whole project, simmim::cuda included, against pip torch 2.11 (a CUDA
+# build, which installs and links without a GPU) in a virtual environment kept outside the clone, so that
+# repeated runs do not download it again; then the CPU tests on torch 2.x. CUDA tests skip without a GPU
+# (scripts/gpu-check.sh runs them on one).
+#   SIMMIM_TORCH_VENV   the virtual environment (default ~/.cache/simmim/venv-torch-2.11)
+#   SIMMIM_TORCH2_BUILD_DIR   the build tree (default build/torch2)
+#   SIMMIM_JOBS         build and test jobs (default: the core count)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$here/common.sh"
+venv="${SIMMIM_TORCH_VENV:-$HOME/.cache/simmim/venv-torch-2.11}"
+build2="${SIMMIM_TORCH2_BUILD_DIR:-$root/build/torch2}"
+want=2.11.0
+
+if ! "$venv/bin/python" -c "import torch,sys; sys.exit(0 if torch.__version__.startswith('$want') else 1)" 2>/dev/null; then
+  echo "test-torch2: installing torch==$want into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "torch==$want"
+fi
+mapfile -t targs < <(pip_torch_args "$venv/bin/python")
+
+gen=()
+command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
+# nvcc: CI machines carry it at /usr/local/cuda; without it simmim::cuda cannot be built (AUTO says so).
+cuda=AUTO
+[ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null 2>&1 && cuda=ON
+cmake -S "$root" -B "$build2" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DSIMMIM_CUDA="$cuda" "${targs[@]}" "$@"
+cmake --build "$build2" -j "$jobs"
+cd "$build2"
+ctest --output-on-failure -j "$jobs"

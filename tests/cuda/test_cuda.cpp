@@ -1,0 +1,214 @@
+// The fused CUDA backend (simmim::cuda): registration (runs anywhere this program is built, no GPU needed),
+// and, tagged [cuda] (skipped where no GPU is), equality with the reference on 1000 random cases across
+// dtypes, layouts, strides and odd sizes, gradcheck in double, bitwise-identical repeats, no host
+// synchronization, and a SimMIM training step captured in a CUDA graph. [sanitize] marks the small cases
+// scripts/gpu-check.sh runs under compute-sanitizer.
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/torch.h>
+
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/generators/catch_generators.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
+#include <random>
+#include <vector>
+
+#include "../loss/loss_cases.hpp"
+#include "../loss/loss_test_util.hpp"
+#include "simmim/simmim.hpp"
+
+using Catch::Matchers::ContainsSubstring;
+using simmim::Backend;
+using simmim::LossKind;
+using simmim::LossReduction;
+using simmim::MaskedLossOptions;
+
+namespace {
+
+#define SIMMIM_REQUIRE_GPU() \
+  if (!torch::cuda::is_available()) SKIP("no CUDA device")
+
+// Makes any host-device synchronization inside its scope an error (c10's sync debug mode).
+struct NoSyncGuard {
+  NoSyncGuard() { c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_ERROR); }
+  ~NoSyncGuard() { c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED); }
+};
+
+}  // namespace
+
+TEST_CASE("simmim::cuda registers its kernels when the program links it", "[cuda-registry]") {
+  REQUIRE(simmim::fused_cuda_available());
+  const auto* entry = simmim::dispatch::cuda_entry_points();
+  REQUIRE(entry != nullptr);
+  CHECK_THAT(entry->built_for, ContainsSubstring("sm_"));
+  // Forcing the CUDA backend on CPU tensors is a clear error, not a crash.
+  const torch::Tensor x = torch::randn({2, 3, 8, 8});
+  const torch::Tensor m = torch::ones({2, 4, 4}, torch::kBool);
+  REQUIRE_THROWS_WITH(simmim::masked_reconstruction_loss(x, x, m, MaskedLossOptions::simmim(2).backend(Backend::kFusedCUDA)),
+                      ContainsSubstring("the inputs of Backend::kFusedCUDA must be CUDA tensors; got Float tensor"));
+}
+
+TEST_CASE("fused CUDA equals the reference on 1000 random cases", "[cuda]") {
+  SIMMIM_REQUIRE_GPU();
+  std::mt19937 rng(20261126);
+  for (int i = 0; i < 1000; ++i) {
+    const loss_test::Case c = loss_test::draw(rng);
+    INFO("case " << i << ": " << c.str());
+    loss_test::check_fused_case(c, 5000 + i, Backend::kFusedCUDA, torch::kCUDA);
+  }
+}
+
+TEST_CASE("kAuto picks fused CUDA for CUDA tensors", "[cuda][sanitize]") {
+  SIMMIM_REQUIRE_GPU();
+  const torch::Tensor pred = torch::randn({2, 3, 8, 8}, torch::kCUDA).requires_grad_(true);
+  const torch::Tensor target = torch::randn({2, 3, 8, 8}, torch::kCUDA);
+  const torch::Tensor mask = torch::rand({2, 4, 4}, torch::kCUDA) < 0.5;
+  const auto loss = simmim::masked_reconstruction_loss(pred, target, mask, MaskedLossOptions::simmim(2));
+  CHECK_THAT(loss.grad_fn()->name(), ContainsSubstring("FusedMaskedLoss"));
+  loss.backward();
+  const auto ref = loss_test::run_loss(pred, target, mask, MaskedLossOptions::simmim(2).backend(Backend::kReference));
+  LOSS_CHECK_CLOSE(loss.detach(), ref.loss, loss_test::same_dtype_tolerance(torch::kFloat));
+  LOSS_CHECK_CLOSE(pred.grad(), ref.grad_pred, loss_test::same_dtype_tolerance(torch::kFloat));
+}
+
+TEST_CASE("fused CUDA, small cases of every dtype, kind, layout and norm-pix", "[cuda][sanitize]") {
+  SIMMIM_REQUIRE_GPU();
+  const auto dtype = GENERATE(torch::kFloat, torch::kDouble, torch::kHalf, torch::kBFloat16);
+  const auto kind = GENERATE(LossKind::kL1, LossKind::kL2, LossKind::kSmoothL1);
+  const bool norm_pix = GENERATE(false, true);
+  const bool images = GENERATE(true, false);
+  const bool channels_last = GENERATE(false, true);
+  if (channels_last && !images) SKIP("channels-last is an images layout");
+  INFO(c10::toString(dtype) << " " << kind << " norm_pix=" << norm_pix << " images=" << images
+                            << " channels_last=" << channels_last);
+  auto gen = simmim::make_generator(9);
+  // Odd sizes: runs that end in partial vectors, cells that straddle them.
+  const std::vector<int64_t> shape = images ? std::vector<int64_t>{3, 3, 12, 20} : std::vector<int64_t>{3, 19, 37};
+  torch::Tensor pred = torch::randn(shape, gen).to(torch::kCUDA, dtype);
+  torch::Tensor target = torch::randn(shape, gen).to(torch::kCUDA, dtype);
+  if (channels_last) {
+    pred = pred.contiguous(at::MemoryFormat::ChannelsLast);
+    target = target.contiguous(at::MemoryFormat::ChannelsLast);
+  }
+  const torch::Tensor mask = (images ? torch::rand({3, 3, 5}, gen) : torch::rand({3, 19}, gen)).to(torch::kCUDA);
+  const auto options = MaskedLossOptions().kind(kind).beta(0.5).patch_size(images ? 4 : 1).norm_pix(norm_pix);
+  const auto fused = loss_test::run_loss(pred, target, mask, MaskedLossOptions(options).backend(Backend::kFusedCUDA));
+  const auto ref = loss_test::run_loss(pred.to(torch::kDouble), target.to(torch::kDouble), mask,
+                                       MaskedLossOptions(options).backend(Backend::kReference));
+  const auto tol = loss_test::tight_tolerance(dtype);
+  LOSS_CHECK_CLOSE(fused.loss, ref.loss, tol);
+  LOSS_CHECK_CLOSE(fused.grad_pred, ref.grad_pred, tol);
+  if (channels_last) CHECK(fused.grad_pred.is_contiguous(at::MemoryFormat::ChannelsLast));
+}
+
+TEST_CASE("gradcheck in double on CUDA: every kind, norm-pix, layout and reduction", "[cuda][gradcheck]") {
+  SIMMIM_REQUIRE_GPU();
+  const auto kind = GENERATE(LossKind::kL1, LossKind::kL2, LossKind::kSmoothL1);
+  const bool norm_pix = GENERATE(false, true);
+  const bool images = GENERATE(true, false);
+  const auto reduction = GENERATE(LossReduction::kMean, LossReduction::kPerSample);
+  loss_test::gradcheck_case(Backend::kFusedCUDA, kind, norm_pix, images, reduction, torch::kCUDA);
+}
+
+TEST_CASE("fused CUDA is deterministic: 100 runs, bitwise the same loss and gradient", "[cuda]") {
+  SIMMIM_REQUIRE_GPU();
+  const auto dtype = GENERATE(torch::kFloat, torch::kBFloat16);
+  const bool norm_pix = GENERATE(false, true);
+  const bool images = GENERATE(true, false);
+  auto gen = simmim::make_generator(17);
+  const std::vector<int64_t> shape = images ? std::vector<int64_t>{16, 3, 96, 96} : std::vector<int64_t>{16, 196, 768};
+  const torch::Tensor pred = torch::randn(shape, gen).to(torch::kCUDA, dtype);
+  const torch::Tensor target = torch::randn(shape, gen).to(torch::kCUDA, dtype);
+  const torch::Tensor mask =
+      (images ? torch::rand({16, 24, 24}, gen) < 0.6 : torch::rand({16, 196}, gen) < 0.75).to(torch::kCUDA);
+  const auto options = images ? MaskedLossOptions::simmim(4).norm_pix(norm_pix) : MaskedLossOptions::mae(norm_pix);
+  const auto first = loss_test::run_loss(pred, target, mask, options);
+  for (int run = 1; run < 100; ++run) {
+    const auto again = loss_test::run_loss(pred, target, mask, options);
+    REQUIRE(torch::equal(again.loss, first.loss));
+    REQUIRE(torch::equal(again.grad_pred, first.grad_pred));
+  }
+}
+
+TEST_CASE("the fused CUDA loss never synchronizes with the host", "[cuda][sanitize]") {
+  SIMMIM_REQUIRE_GPU();
+  const auto reduction = GENERATE(LossReduction::kMean, LossReduction::kPerSample);
+  const torch::Tensor pred = torch::randn({4, 3, 32, 32}, torch::kCUDA).requires_grad_(true);
+  const torch::Tensor target = torch::randn({4, 3, 32, 32}, torch::kCUDA);
+  const torch::Tensor mask = torch::rand({4, 8, 8}, torch::kCUDA) < 0.6;
+  const auto options = MaskedLossOptions::simmim(4).reduction(reduction).backend(Backend::kFusedCUDA);
+  {
+    NoSyncGuard no_sync;
+    torch::Tensor loss = simmim::masked_reconstruction_loss(pred, target, mask, options);
+    if (reduction == LossReduction::kPerSample) loss = loss.sum();
+    loss.backward();
+  }
+  CHECK(torch::isfinite(pred.grad()).all().item<bool>());
+}
+
+TEST_CASE("a retained graph backs the fused CUDA loss twice with the same gradient", "[cuda][sanitize]") {
+  SIMMIM_REQUIRE_GPU();
+  const torch::Tensor pred = torch::randn({2, 3, 8, 8}, torch::kCUDA).requires_grad_(true);
+  const torch::Tensor target = torch::randn({2, 3, 8, 8}, torch::kCUDA);
+  const torch::Tensor mask = torch::rand({2, 4, 4}, torch::kCUDA) < 0.5;
+  const auto loss = simmim::masked_reconstruction_loss(pred, target, mask, MaskedLossOptions::simmim(2));
+  const auto once = torch::autograd::grad({loss * 3}, {pred}, {}, /*retain_graph=*/true)[0];
+  const auto twice = torch::autograd::grad({loss * 3}, {pred}, {}, /*retain_graph=*/false)[0];
+  CHECK(torch::equal(once, twice));
+}
+
+TEST_CASE("a SimMIM training step is capturable in a CUDA graph and replays like eager", "[cuda]") {
+  SIMMIM_REQUIRE_GPU();
+  torch::manual_seed(0);
+  auto options = simmim::SimMIMOptions::mnist();
+  simmim::SimMIM eager(options);
+  simmim::SimMIM graphed(options);
+  {
+    torch::NoGradGuard no_grad;
+    const auto src = eager->parameters();
+    const auto dst = graphed->parameters();
+    for (size_t k = 0; k < src.size(); ++k) dst[k].copy_(src[k]);
+  }
+  eager->to(torch::kCUDA);
+  graphed->to(torch::kCUDA);
+  auto gen = simmim::make_generator(3);
+  const torch::Tensor images = torch::rand({8, 1, 28, 28}, gen).to(torch::kCUDA);
+  const torch::Tensor mask = (torch::rand({8, 4, 4}, gen) < 0.6).to(torch::kCUDA);
+  const double lr = 1e-2;
+  auto step = [&](simmim::SimMIM& model, const torch::Tensor& x, const torch::Tensor& m) {
+    for (auto& p : model->parameters()) {
+      if (p.grad().defined()) p.mutable_grad().zero_();
+    }
+    const auto out = model->forward(x, m);
+    out.loss.backward();
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) p.sub_(p.grad(), lr);
+    return out.loss.detach();
+  };
+
+  // Static inputs for the graph; warm up on a side stream (allocations, lazy init), then capture.
+  torch::Tensor static_images = images.clone(), static_mask = mask.clone();
+  const auto side = at::cuda::getStreamFromPool();
+  side.wait(at::cuda::getCurrentCUDAStream());
+  torch::Tensor static_loss;
+  {
+    const at::cuda::CUDAStreamGuard guard(side);
+    // One eager step on both, so that .grad buffers exist before capture and the two models stay equal.
+    step(eager, images, mask);
+    step(graphed, static_images, static_mask);
+    at::cuda::CUDAGraph graph;
+    graph.capture_begin();
+    static_loss = step(graphed, static_images, static_mask);
+    graph.capture_end();
+    at::cuda::getCurrentCUDAStream().synchronize();
+    // Capture only records: replay runs the second step.
+    graph.replay();
+    const torch::Tensor eager_loss = step(eager, images, mask);
+    at::cuda::getCurrentCUDAStream().synchronize();
+    CHECK(torch::allclose(static_loss, eager_loss, 1e-5, 1e-6));
+    const auto a = eager->parameters(), b = graphed->parameters();
+    for (size_t k = 0; k < a.size(); ++k) CHECK(torch::allclose(a[k], b[k], 1e-5, 1e-6));
+  }
+}
