@@ -4,6 +4,7 @@
 // synchronization, and a SimMIM training step captured in a CUDA graph. [sanitize] marks the small cases
 // scripts/gpu-check.sh runs under compute-sanitizer.
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -191,7 +192,11 @@ TEST_CASE("a SimMIM training step is capturable in a CUDA graph and replays like
   // Static inputs for the graph; warm up on a side stream (allocations, lazy init), then capture.
   torch::Tensor static_images = images.clone(), static_mask = mask.clone();
   const auto side = at::cuda::getStreamFromPool();
-  side.wait(at::cuda::getCurrentCUDAStream());
+  {
+    at::cuda::CUDAEvent ready;
+    ready.record(at::cuda::getCurrentCUDAStream());
+    ready.block(side);
+  }
   torch::Tensor static_loss;
   {
     const at::cuda::CUDAStreamGuard guard(side);
