@@ -48,7 +48,7 @@ void mae_step(benchmark::State& state, simmim::MAEOptions options, int64_t batch
   const auto masks = simmim::make_mask_generator("mae:ratio=" + std::to_string(ratio),
                                                  simmim::MaskGeometry(enc.img_size(), enc.patch_size()))
                          ->generate(batch, simmim::make_generator(1));
-  run_steps(state, model, images, [&] { return model->forward_batch(images, masks); });
+  run_steps(state, model, images, [&] { return model->forward(images, masks); });
 }
 
 }  // namespace

@@ -173,7 +173,7 @@ TEST_CASE("MAE model: the encoder sees only visible patches; loss is DESIGN.md's
   // A mask generator's MaskBatch (ids in shuffle order) gives the same result up to summation order.
   auto shuffle = std::get<1>(torch::rand({3, 16}).sort(1));
   auto batch = simmim::mask_batch_from_shuffle(shuffle, 4, grid);
-  auto via_ids = model->forward_batch(images, batch);
+  auto via_ids = model->forward(images, batch);
   auto via_mask = model(images, batch.mask);
   REQUIRE(close(via_ids.reconstruction, via_mask.reconstruction, 1e-4, 1e-5));
   REQUIRE(close(via_ids.loss, via_mask.loss, 1e-5, 1e-6));
@@ -200,9 +200,9 @@ TEST_CASE("MAE model: clear errors", "[model]") {
   auto batch = simmim::mask_batch_from_shuffle(std::get<1>(torch::rand({2, 16}).sort(1)), 4, {4, 4});
   auto wrong = batch;
   wrong.mask = batch.mask.logical_not();
-  REQUIRE_THROWS_WITH(model->forward_batch(images, wrong),
+  REQUIRE_THROWS_WITH(model->forward(images, wrong),
                       ContainsSubstring("masks.mask must be the mask its ids_restore implies"));
-  REQUIRE_THROWS_WITH(model->forward_batch(torch::randn({3, 1, 28, 28}), batch),
+  REQUIRE_THROWS_WITH(model->forward(torch::randn({3, 1, 28, 28}), batch),
                       ContainsSubstring("ids_keep must be an int64 tensor [B, len_keep] with B = 3"));
 }
 

@@ -18,6 +18,11 @@
 SIMMIM_NAMESPACE_BEGIN
 
 struct MaskBatch {
+  MaskBatch() = default;
+  // A plain mask, without ids: what every pretraining model's forward(images, MaskBatch) also takes, so a
+  // mask tensor passes where a MaskBatch is expected (implicit on purpose).
+  MaskBatch(at::Tensor mask_) : mask(std::move(mask_)) {}  // NOLINT(google-explicit-constructor)
+
   // [B, h, w] bool, true = masked (hidden from the encoder, reconstructed by the loss).
   at::Tensor mask;
   // int64 [B, len_keep]: the visible patches (row-major indices into h*w), in the order the encoder sees

@@ -92,26 +92,24 @@ class MAEImpl : public torch::nn::Cloneable<MAEImpl> {
        << ", norm_pix_loss=" << (options.norm_pix_loss() ? "true" : "false") << ")";
   }
 
-  // images [B, C, H, W] at the encoder's img_size; mask [B, h, w] bool or uint8 (true = masked) with the
-  // same number of masked patches in every sample. Returns {loss, reconstruction [B, C, H, W], mask}.
-  PretrainOutput forward(const at::Tensor& images, const at::Tensor& mask) {
-    constexpr const char* api = "simmim::MAE::forward";
-    const Size2d grid = encoder->grid();
-    SIMMIM_CHECK(mask.defined() && mask.dim() == 3 && mask.size(1) == grid.h && mask.size(2) == grid.w &&
-                     (mask.scalar_type() == at::kBool || mask.scalar_type() == at::kByte),
-                 api, "mask",
-                 "a bool or uint8 tensor [B, " + std::to_string(grid.h) + ", " + std::to_string(grid.w) + "]",
-                 describe(mask));
-    return forward_batch(images, mask_batch_from_mask(mask.to(at::kBool)));
-  }
-
-  // The same with a mask generator's MaskBatch: its ids_keep / ids_restore are used when present.
-  // (Not an overload of forward: ModuleHolder::operator() needs one forward to deduce the return type.)
-  PretrainOutput forward_batch(const at::Tensor& images, const MaskBatch& masks) {
+  // images [B, C, H, W] at the encoder's img_size; masks: a mask generator's MaskBatch (its ids_keep /
+  // ids_restore are used when present), or a plain mask [B, h, w] bool or uint8 (true = masked) with the
+  // same number of masked patches in every sample (a tensor converts to a MaskBatch). The one entry point
+  // of every pretraining model: forward(images, MaskBatch). Returns {loss, reconstruction [B, C, H, W], mask}.
+  PretrainOutput forward(const at::Tensor& images, const MaskBatch& masks) {
     constexpr const char* api = "simmim::MAE::forward";
     SIMMIM_CHECK(masks.mask.defined() || masks.has_ids(), api, "masks", "a MaskBatch with a mask or ids",
                  "an empty MaskBatch");
-    if (!masks.has_ids()) return forward(images, masks.mask);
+    if (!masks.has_ids()) {
+      const at::Tensor& mask = masks.mask;
+      const Size2d grid = encoder->grid();
+      SIMMIM_CHECK(mask.dim() == 3 && mask.size(1) == grid.h && mask.size(2) == grid.w &&
+                       (mask.scalar_type() == at::kBool || mask.scalar_type() == at::kByte),
+                   api, "mask",
+                   "a bool or uint8 tensor [B, " + std::to_string(grid.h) + ", " + std::to_string(grid.w) + "]",
+                   describe(mask));
+      return forward(images, mask_batch_from_mask(mask.to(at::kBool)));
+    }
     SIMMIM_CHECK(images.defined() && images.dim() == 4, api, "images", "[B, C, H, W]", describe(images));
     const Size2d grid = encoder->grid();
     const int64_t B = images.size(0), L = grid.area(), p = options.encoder().patch_size();

@@ -18,6 +18,7 @@
 #include "simmim/encoder/encoder_adapter.hpp"
 #include "simmim/encoder/vision_transformer.hpp"
 #include "simmim/loss/masked_loss.hpp"
+#include "simmim/masking/mask_batch.hpp"
 #include "simmim/model/pretrain_output.hpp"
 
 SIMMIM_NAMESPACE_BEGIN
@@ -115,10 +116,13 @@ class SimMIMImpl : public torch::nn::Cloneable<SimMIMImpl> {
        << ", head=" << (options.head() == HeadKind::kLinear ? "linear" : "conv") << ")";
   }
 
-  // images [B, C, H, W] (stride | H, W); mask [B, H/p, W/p], p = the encoder's patch_size(): bool / uint8
-  // (true = masked) or floating weights. Returns {loss, reconstruction [B, C, H, W], mask}.
-  PretrainOutput forward(const at::Tensor& images, const at::Tensor& mask) {
+  // images [B, C, H, W] (stride | H, W); masks.mask [B, H/p, W/p], p = the encoder's patch_size(): bool,
+  // integer (true / nonzero = masked) or floating weights; a plain mask tensor converts to a MaskBatch. The
+  // one entry point of every pretraining model: forward(images, MaskBatch). Returns {loss, reconstruction
+  // [B, C, H, W], mask}.
+  PretrainOutput forward(const at::Tensor& images, const MaskBatch& masks) {
     constexpr const char* api = "simmim::SimMIM::forward";
+    const at::Tensor& mask = masks.mask;
     const int64_t C = adapter_->in_channels(), p = adapter_->patch_size(), s = adapter_->stride();
     SIMMIM_CHECK(images.defined() && images.dim() == 4 && images.size(1) == C && images.size(2) % s == 0 &&
                      images.size(3) % s == 0 && images.size(2) % p == 0 && images.size(3) % p == 0,
