@@ -8,7 +8,7 @@
 // Writes <out>/checkpoint.pt (resumable with --resume; 04_linear_probe and 05_finetune read its encoder),
 // <out>/metrics.jsonl and <out>/reconstruction*.png (rows: original | masked | reconstruction).
 
-#include "../common/pretrain_loop.hpp"
+#include "../common/pretrain_flags.hpp"
 
 int main(int argc, char** argv) {
   return examples::guarded_main("simmim_02_pretrain_simmim", [&] {
@@ -21,11 +21,8 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
       return app.exit(e);
     }
-    const examples::Split train = examples::load_split(f.data, /*train=*/true, /*default_size=*/224);
-    f.model.kind = "simmim";
-    f.model.fill_defaults(train);
-    torch::manual_seed(f.seed);
-    simmim::SimMIM model(f.model.simmim_options());
-    return examples::pretrain(model, f, train, "simmim");
+    return examples::run_pretraining(f, "simmim", [](const simmim::ModelSpec& spec) {
+      return simmim::SimMIM(spec.simmim_options());
+    });
   });
 }

@@ -6,7 +6,7 @@
 //
 // Same outputs as 02_pretrain_simmim; its checkpoint feeds 04_linear_probe and 05_finetune as well.
 
-#include "../common/pretrain_loop.hpp"
+#include "../common/pretrain_flags.hpp"
 
 int main(int argc, char** argv) {
   return examples::guarded_main("simmim_03_pretrain_mae", [&] {
@@ -22,11 +22,8 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
       return app.exit(e);
     }
-    const examples::Split train = examples::load_split(f.data, /*train=*/true, /*default_size=*/224);
-    f.model.kind = "mae";
-    f.model.fill_defaults(train);
-    torch::manual_seed(f.seed);
-    simmim::MAE model(f.model.mae_options().norm_pix_loss(norm_pix));
-    return examples::pretrain(model, f, train, "mae");
+    return examples::run_pretraining(f, "mae", [&](const simmim::ModelSpec& spec) {
+      return simmim::MAE(spec.mae_options().norm_pix_loss(norm_pix));
+    });
   });
 }

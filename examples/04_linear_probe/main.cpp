@@ -90,8 +90,8 @@ int main(int argc, char** argv) {
     const c10::Device device = simmim::resolve_device(device_name);
     const auto t0 = std::chrono::steady_clock::now();
     data.augment = false;  // features of the images themselves
-    const examples::Split train = examples::load_split(data, true, 224);
-    const examples::Split test = examples::load_split(data, false, 224);
+    const examples::Split train = data.load(true, 224);
+    const examples::Split test = data.load(false, 224);
     simmim::VisionTransformer encoder = examples::load_encoder(enc_flags, train, seed);
     encoder->to(device);
 

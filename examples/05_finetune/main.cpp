@@ -98,8 +98,8 @@ int main(int argc, char** argv) {
     if (threads > 0) torch::set_num_threads(threads);
     const c10::Device device = simmim::resolve_device(device_name);
     const simmim::Precision precision = simmim::parse_precision(precision_name);
-    const examples::Split train = examples::load_split(data, true, 224);
-    const examples::Split test = examples::load_split(data, false, 224);
+    const examples::Split train = data.load(true, 224);
+    const examples::Split test = data.load(false, 224);
     simmim::VisionTransformer enc = examples::load_encoder(enc_flags, train, seed, drop_path);
     torch::manual_seed(seed + 1);
     Classifier model(enc, train.num_classes);

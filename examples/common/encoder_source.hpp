@@ -1,20 +1,19 @@
 #pragma once
-// Where 04_linear_probe and 05_finetune get their encoder: a pretraining checkpoint (the model spec in
-// its metadata rebuilds the architecture, then the "encoder" submodule is loaded) or a random init of a
-// preset, the baseline the pretrained encoder has to beat.
+// Where 04_linear_probe and 05_finetune get their encoder: a pretraining checkpoint (the library rebuilds
+// it from the model spec in its metadata) or a random init of a preset, the baseline the pretrained
+// encoder has to beat.
 
-#include <filesystem>
 #include <string>
 
 #include "example_common.hpp"
-#include "simmim/train/checkpoint.hpp"
+#include "simmim/train/model_spec.hpp"
 
 namespace examples {
 
 struct EncoderFlags {
   std::string checkpoint;
   bool random_init = false;
-  ModelSpec model;  // for --random-init
+  simmim::ModelSpec model;  // for --random-init
 
   void add_to(CLI::App& app) {
     auto* c = app.add_option("--checkpoint", checkpoint,
@@ -28,7 +27,8 @@ struct EncoderFlags {
         ->capture_default_str()
         ->check(CLI::IsMember({"simmim", "mae"}));
     app.add_option("--patch-size", model.patch_size, "with --random-init: patch size (0: the preset's)")
-        ->capture_default_str();
+        ->capture_default_str()
+        ->check(CLI::Range(int64_t{0}, int64_t{4096}));
   }
 
   std::string describe() const { return random_init ? "random-init " + model.preset : "pretrained " + checkpoint; }
@@ -41,21 +41,19 @@ inline simmim::VisionTransformer load_encoder(EncoderFlags& f, const Split& data
   if (f.checkpoint.empty() && !f.random_init)
     throw CLI::ValidationError("--checkpoint", "give a checkpoint, or --random-init for the baseline");
   if (!f.random_init) {
-    const auto info = simmim::read_checkpoint_info(f.checkpoint);
-    const auto meta = nlohmann::json::parse(info.second);
-    f.model = ModelSpec::from_json(meta.at("model"));
+    f.model = simmim::checkpoint_model_spec(f.checkpoint);
     if (f.model.in_chans != data.channels || f.model.image_size != data.image_size.h)
       throw CLI::ValidationError("--data", "images like the pretraining ones (" + std::to_string(f.model.in_chans) +
                                                " channels, " + std::to_string(f.model.image_size) + " px); got " +
                                                std::to_string(data.channels) + " channels, " +
                                                std::to_string(data.image_size.h) + " px");
-  } else {
-    f.model.fill_defaults(data);
+    return simmim::load_pretrained_encoder(f.checkpoint, drop_path);
   }
+  f.model.in_chans = data.channels;
+  f.model.image_size = data.image_size.h;
+  f.model.resolve();
   torch::manual_seed(seed);
-  simmim::VisionTransformer encoder(f.model.encoder_options().drop_path_rate(drop_path));
-  if (!f.random_init) simmim::load_module_from_checkpoint(f.checkpoint, *encoder, "encoder");
-  return encoder;
+  return simmim::VisionTransformer(f.model.encoder_options().drop_path_rate(drop_path));
 }
 
 }  // namespace examples

@@ -33,5 +33,7 @@
 #include "simmim/train/labeled_images.hpp"
 #include "simmim/train/loss_scaler.hpp"
 #include "simmim/train/lr_schedule.hpp"
+#include "simmim/train/optimizer_step.hpp"
 #include "simmim/train/param_groups.hpp"
 #include "simmim/train/progress_bar.hpp"
+#include "simmim/train/recipe.hpp"

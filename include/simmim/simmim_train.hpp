@@ -7,3 +7,6 @@
 #include "simmim/train/image_folder.hpp"
 #include "simmim/train/image_grid.hpp"
 #include "simmim/train/metrics_log.hpp"
+#include "simmim/train/data_split.hpp"
+#include "simmim/train/model_spec.hpp"
+#include "simmim/train/pretrain.hpp"

@@ -44,6 +44,11 @@ struct BatchLoaderOptions {
   // Page-lock each batch in the worker, so .to(cuda, non_blocking=true) overlaps the copy with compute.
   // Needs CUDA at run time (an error otherwise); set it when training on a GPU.
   TORCH_ARG(bool, pin_memory) = false;
+  // Data parallel: step s's global batch is the batch of batch_size x num_shards that one loader would
+  // build; this loader takes the shard-th slice of batch_size. So N shards of batch b see together exactly
+  // what one loader of batch N x b sees (augmentation draws are per shard).
+  TORCH_ARG(int64_t, num_shards) = 1;
+  TORCH_ARG(int64_t, shard) = 0;
 };
 
 namespace detail {
@@ -66,9 +71,12 @@ class BatchLoader {
     constexpr const char* api = "simmim::BatchLoader";
     SIMMIM_CHECK_VALUE(dataset_size > 0, api, "dataset_size", "positive", dataset_size);
     SIMMIM_CHECK_VALUE(options_.batch_size() > 0, api, "options.batch_size", "positive", options_.batch_size());
-    SIMMIM_CHECK_VALUE(!options_.drop_last() || options_.batch_size() <= dataset_size, api, "options.batch_size",
-                       "at most the dataset size " + std::to_string(dataset_size) + " with drop_last",
-                       options_.batch_size());
+    SIMMIM_CHECK_VALUE(options_.num_shards() > 0, api, "options.num_shards", "positive", options_.num_shards());
+    SIMMIM_CHECK_VALUE(options_.shard() >= 0 && options_.shard() < options_.num_shards(), api, "options.shard",
+                       "in [0, num_shards = " + std::to_string(options_.num_shards()) + ")", options_.shard());
+    SIMMIM_CHECK_VALUE(!options_.drop_last() || global_batch() <= dataset_size, api,
+                       "options.batch_size x num_shards",
+                       "at most the dataset size " + std::to_string(dataset_size) + " with drop_last", global_batch());
     SIMMIM_CHECK_VALUE(options_.workers() >= 0, api, "options.workers", "non-negative", options_.workers());
     SIMMIM_CHECK_VALUE(options_.prefetch() > 0, api, "options.prefetch", "positive", options_.prefetch());
     SIMMIM_CHECK_VALUE(start_step >= 0, api, "start_step", "non-negative", start_step);
@@ -88,7 +96,7 @@ class BatchLoader {
   BatchLoader& operator=(const BatchLoader&) = delete;
 
   int64_t batches_per_epoch() const {
-    const int64_t B = options_.batch_size();
+    const int64_t B = global_batch();
     return options_.drop_last() ? size_ / B : (size_ + B - 1) / B;
   }
 
@@ -98,12 +106,14 @@ class BatchLoader {
     return consumed_;
   }
 
-  // The dataset indices of batch `step`.
+  // The dataset indices of batch `step` (this shard's slice of it).
   std::vector<int64_t> indices_for(int64_t step) const {
     const int64_t per = batches_per_epoch();
     const int64_t epoch = step / per, b = step % per;
-    const int64_t B = options_.batch_size();
-    const int64_t begin = b * B, end = std::min(size_, begin + B);
+    const int64_t G = global_batch(), B = options_.batch_size();
+    const int64_t global_end = std::min(size_, b * G + G);
+    const int64_t begin = std::min(global_end, b * G + options_.shard() * B);
+    const int64_t end = std::min(global_end, begin + B);
     std::vector<int64_t> out;
     out.reserve(static_cast<size_t>(end - begin));
     if (!options_.shuffle()) {
@@ -151,7 +161,8 @@ class BatchLoader {
   }
 
   Batch make(int64_t step) const {
-    const uint64_t seed = detail::mix_seed(options_.seed() + 0x5851F42D4C957F2Dull * static_cast<uint64_t>(step + 1));
+    uint64_t seed = detail::mix_seed(options_.seed() + 0x5851F42D4C957F2Dull * static_cast<uint64_t>(step + 1));
+    if (options_.shard() > 0) seed = detail::mix_seed(seed ^ static_cast<uint64_t>(options_.shard()));
     Batch b = fn_(indices_for(step), seed);
     if (options_.pin_memory()) {
       b.images = b.images.pin_memory();
@@ -184,6 +195,8 @@ class BatchLoader {
       cv_.notify_all();
     }
   }
+
+  int64_t global_batch() const { return options_.batch_size() * options_.num_shards(); }
 
   int64_t size_;
   BatchFn fn_;

@@ -1,0 +1,163 @@
+#pragma once
+// The command line of the pretraining examples 02 (SimMIM) and 03 (MAE): flags into simmim::ModelSpec and
+// simmim::PretrainOptions, then one call to simmim::pretrain, single-process or one process per device
+// under torchrun (WORLD_SIZE > 1: Gloo on CPU, NCCL on CUDA where this build has it).
+
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "example_common.hpp"
+#include "simmim/masking/mask_factory.hpp"
+#include "simmim/train/model_spec.hpp"
+#include "simmim/train/pretrain.hpp"
+#if SIMMIM_DEV_HAVE_GLOO
+#include "simmim/distributed/gloo.hpp"
+#endif
+#if SIMMIM_DEV_HAVE_NCCL
+#include "simmim/distributed/nccl.hpp"
+#endif
+
+namespace examples {
+
+struct PretrainFlags {
+  simmim::ModelSpec model;
+  DataFlags data;
+  std::string mask;  // "" = the kind's default for the preset
+  int64_t steps = 1400;
+  int64_t batch_size = 128;
+  int64_t warmup = -1;  // -1: the recipe's 5% of steps
+  double blr = 4e-3;    // lr = blr * total batch / 512 (both kinds: MAE's per-256 rule restated per 512)
+  double weight_decay = 0.05;
+  double clip = -1;  // -1: the kind's recipe (SimMIM 5, MAE none)
+  uint64_t seed = 0;
+  std::string out;
+  int64_t log_every = 50, grid_every = 0, ckpt_every = 0, stop_after = 0;
+  bool resume = false;
+  std::string device = "auto", precision = "fp32";
+  int threads = 0;
+
+  void add_to(CLI::App& app) {
+    app.add_option("--preset", model.preset, "encoder preset: mnist (28x28, patch 7), tiny, small, base")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"mnist", "tiny", "small", "base"}));
+    app.add_option("--patch-size", model.patch_size, "encoder patch size (0: the preset's: 7 for mnist, 16 otherwise)")
+        ->capture_default_str()
+        ->check(CLI::Range(int64_t{0}, int64_t{4096}));
+    data.add_to(app, /*needs_test=*/false);
+    app.add_option("--mask", mask,
+                   "mask strategy spec for simmim::make_mask_generator, e.g. 'simmim:ratio=0.6,mask_patch=14', "
+                   "'mae:ratio=0.75', 'block:ratio=0.4' (default: SimMIM 60% of cells twice the patch, 7 px for "
+                   "the mnist preset; MAE 75%)");
+    app.add_option("--steps", steps, "optimizer steps")->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+    app.add_option("--batch-size", batch_size, "images per step (per process under torchrun)")
+        ->capture_default_str()
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+    app.add_option("--warmup", warmup, "linear warmup steps (-1: 5% of --steps)")
+        ->capture_default_str()
+        ->check(CLI::Range(int64_t{-1}, int64_t{1} << 40));
+    app.add_option("--blr", blr, "base learning rate per 512 images: lr = blr * total batch / 512")
+        ->capture_default_str()
+        ->check(CLI::Range(1e-12, 10.0));
+    app.add_option("--weight-decay", weight_decay, "AdamW weight decay (not on norms, biases, tokens, positions)")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 10.0));
+    app.add_option("--clip", clip, "gradient-norm clip (0: off; -1: SimMIM 5.0, MAE off)")
+        ->capture_default_str()
+        ->check(CLI::Range(-1.0, 1e6));
+    app.add_option("--seed", seed, "seed of initialization, data order, masks")->capture_default_str();
+    app.add_option("--out", out, "output folder: checkpoint.pt, metrics.jsonl, reconstruction PNGs")
+        ->capture_default_str();
+    app.add_option("--log-every", log_every, "metrics line every N steps")
+        ->capture_default_str()
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+    app.add_option("--grid-every", grid_every, "reconstruction PNG every N steps (0: only at the end)")
+        ->capture_default_str()
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+    app.add_option("--ckpt-every", ckpt_every, "checkpoint every N steps (0: only at the end)")
+        ->capture_default_str()
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+    app.add_flag("--resume", resume, "continue from <out>/checkpoint.pt when it exists (same settings as the first run)");
+    app.add_option("--stop-after", stop_after, "save and stop after this many steps, as if the run was killed there "
+                                               "(0: run to --steps; at most --steps); continue with --resume")
+        ->capture_default_str()
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+    app.add_option("--device", device, "auto, cpu, cuda, cuda:N (under torchrun: cuda:LOCAL_RANK)")->capture_default_str();
+    app.add_option("--precision", precision, "fp32, bf16 (CUDA or CPU autocast) or fp16 (CUDA, with loss scaling)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+    app.add_option("--threads", threads, "CPU threads for torch (0: torch's default)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 1024));
+  }
+};
+
+// Builds the model with `make_model(spec)`, pretrains it, prints a JSON summary line last (rank 0).
+template <typename MakeModel>
+int run_pretraining(PretrainFlags& f, const std::string& kind, MakeModel&& make_model) {
+  if (f.threads > 0) torch::set_num_threads(f.threads);
+  if (f.stop_after > f.steps)
+    throw CLI::ValidationError("--stop-after", "at most --steps (" + std::to_string(f.steps) + "); got " +
+                                                   std::to_string(f.stop_after));
+  const simmim::DistributedEnv env = simmim::distributed_env_from_environment();
+  c10::Device device = simmim::resolve_device(f.device);
+  if (env.distributed() && device.is_cuda()) device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+  std::shared_ptr<simmim::Collective> dist;
+  if (env.distributed()) {
+#if SIMMIM_DEV_HAVE_NCCL
+    if (device.is_cuda()) dist = simmim::make_nccl_collective(env);
+#endif
+#if SIMMIM_DEV_HAVE_GLOO
+    if (!device.is_cuda()) dist = simmim::make_gloo_collective(env);
+#endif
+    if (!dist)
+      throw CLI::ValidationError("WORLD_SIZE", "1: this build has no c10d backend for " + device.str() +
+                                                   " (Gloo needs Debian's LibTorch + libgloo-dev, NCCL a CUDA LibTorch)");
+  }
+  const Split train = f.data.load(/*train=*/true, /*default_size=*/224);
+  f.model.kind = kind;
+  f.model.in_chans = train.channels;
+  f.model.image_size = train.image_size.h;
+  f.model.resolve();
+  const std::string spec = f.mask.empty() ? f.model.default_mask_spec() : f.mask;
+  const auto masks = simmim::make_mask_generator(spec, simmim::MaskGeometry(train.image_size, f.model.patch_size));
+  auto recipe = kind == "mae" ? simmim::PretrainRecipe::mae() : simmim::PretrainRecipe::simmim();
+  recipe.weight_decay(f.weight_decay).lr_reference_batch(512);
+  if (f.clip >= 0) recipe.clip_grad(f.clip);
+  const auto options = simmim::PretrainOptions()
+                           .steps(f.steps)
+                           .batch_size(f.batch_size)
+                           .base_lr(f.blr)
+                           .recipe(recipe)
+                           .warmup_steps(f.warmup)
+                           .seed(f.seed)
+                           .out(f.out.empty() ? "out/pretrain_" + kind : f.out)
+                           .log_every(f.log_every)
+                           .grid_every(f.grid_every)
+                           .ckpt_every(f.ckpt_every)
+                           .resume(f.resume)
+                           .stop_after(f.stop_after)
+                           .device(device)
+                           .precision(simmim::parse_precision(f.precision))
+                           .workers(f.data.workers)
+                           .label(kind)
+                           .settings({{"model", f.model.to_json()}, {"data", f.data.data}, {"limit", f.data.limit},
+                                      {"augment", f.data.augment}});
+  torch::manual_seed(f.seed);
+  auto model = make_model(f.model);
+  const simmim::PretrainResult r = simmim::pretrain(model, *masks, train, options, dist);
+  if (env.rank == 0 && !r.stopped) {
+    std::cout << kind << ": wrote " << r.checkpoint << ", " << options.out() << "/reconstruction.png (rows: original | "
+              << "masked | reconstruction), " << options.out() << "/metrics.jsonl\n";
+    std::cout << nlohmann::json{{"final_loss_ema", r.loss_ema},
+                                {"steps", r.last_step},
+                                {"seconds", r.seconds},
+                                {"images_per_s", r.images_per_s},
+                                {"checkpoint", r.checkpoint}}
+                     .dump()
+              << "\n";
+  }
+  return 0;
+}
+
+}  // namespace examples

@@ -1,0 +1,145 @@
+#pragma once
+// A pretraining model described by name: its kind (simmim, mae), an encoder preset (mnist, tiny, small,
+// base), image size, patch size and channels. It builds the model and its encoder, and travels as JSON in
+// a checkpoint's metadata, so a probe or a fine-tune rebuilds the pretrained encoder from the file alone
+// (load_pretrained_encoder).
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+#include "simmim/core/check.hpp"
+#include "simmim/encoder/vision_transformer.hpp"
+#include "simmim/model/mae_model.hpp"
+#include "simmim/model/simmim_model.hpp"
+#include "simmim/train/checkpoint.hpp"
+
+SIMMIM_NAMESPACE_BEGIN
+
+struct ModelSpec {
+  std::string kind = "simmim";   // simmim | mae: the model, and the encoder's flavour (positions, init, token)
+  std::string preset = "mnist";  // mnist (28 px, patch 7, 128 wide, depth 4) | tiny | small | base
+  int64_t image_size = 28;
+  int64_t patch_size = 0;  // 0: the preset's (7 for mnist, 16 otherwise)
+  int64_t in_chans = 1;
+
+  static bool known_preset(const std::string& p) { return p == "mnist" || p == "tiny" || p == "small" || p == "base"; }
+
+  // The preset's patch where none was chosen. Errors on an unknown kind or preset.
+  ModelSpec& resolve() {
+    constexpr const char* api = "simmim::ModelSpec";
+    SIMMIM_CHECK_VALUE(kind == "simmim" || kind == "mae", api, "kind", "simmim or mae", "'" + kind + "'");
+    SIMMIM_CHECK_VALUE(known_preset(preset), api, "preset", "one of mnist, tiny, small, base", "'" + preset + "'");
+    SIMMIM_CHECK_VALUE(image_size > 0, api, "image_size", "positive", image_size);
+    SIMMIM_CHECK_VALUE(in_chans > 0, api, "in_chans", "positive", in_chans);
+    SIMMIM_CHECK_VALUE(patch_size >= 0, api, "patch_size", "non-negative (0: the preset's)", patch_size);
+    if (patch_size == 0) patch_size = preset == "mnist" ? 7 : 16;
+    return *this;
+  }
+
+  nlohmann::json to_json() const {
+    return {{"kind", kind}, {"preset", preset}, {"image_size", image_size}, {"patch_size", patch_size},
+            {"in_chans", in_chans}};
+  }
+  static ModelSpec from_json(const nlohmann::json& j) {
+    constexpr const char* api = "simmim::ModelSpec::from_json";
+    SIMMIM_CHECK(j.is_object() && j.contains("kind") && j.contains("preset") && j.contains("image_size") &&
+                     j.contains("patch_size") && j.contains("in_chans"),
+                 api, "the model description", "an object with kind, preset, image_size, patch_size, in_chans",
+                 j.dump());
+    ModelSpec s;
+    s.kind = j.at("kind").get<std::string>();
+    s.preset = j.at("preset").get<std::string>();
+    s.image_size = j.at("image_size").get<int64_t>();
+    s.patch_size = j.at("patch_size").get<int64_t>();
+    s.in_chans = j.at("in_chans").get<int64_t>();
+    return s.resolve();
+  }
+
+  // The encoder options of the preset at this image size, patch and channel count (SimMIM's flavour).
+  VisionTransformerOptions vit_options() const {
+    ModelSpec s = *this;
+    s.resolve();
+    const Size2d img(s.image_size);
+    VisionTransformerOptions o;
+    if (s.preset == "mnist") {
+      o = VisionTransformerOptions::mnist();
+      o.img_size(img).patch_size(s.patch_size);
+    } else if (s.preset == "tiny") {
+      o = VisionTransformerOptions::tiny(img, s.patch_size);
+    } else if (s.preset == "small") {
+      o = VisionTransformerOptions::small(img, s.patch_size);
+    } else {
+      o = VisionTransformerOptions::base(img, s.patch_size);
+    }
+    return o.in_chans(s.in_chans);
+  }
+
+  SimMIMOptions simmim_options() const {
+    ModelSpec s = *this;
+    s.resolve();
+    SimMIMOptions o(vit_options());
+    if (s.preset == "base") o = SimMIMOptions::vit_base(Size2d(s.image_size), s.patch_size);
+    o.encoder().in_chans(s.in_chans);
+    return o;
+  }
+
+  MAEOptions mae_options() const {
+    ModelSpec s = *this;
+    s.resolve();
+    const Size2d img(s.image_size);
+    MAEOptions o;
+    if (s.preset == "mnist") {
+      o = MAEOptions::mnist();
+      o.encoder().img_size(img).patch_size(s.patch_size);
+    } else if (s.preset == "tiny") {
+      o = MAEOptions::vit_tiny(img, s.patch_size);
+    } else if (s.preset == "small") {
+      o = MAEOptions::vit_small(img, s.patch_size);
+    } else {
+      o = MAEOptions::vit_base(img, s.patch_size);
+    }
+    o.encoder().in_chans(s.in_chans);
+    return o;
+  }
+
+  // The default mask strategy of the kind, as a spec string: MAE's 75% of patches; SimMIM's 60% of cells
+  // twice the patch (32 px for patch 16). On the 28 x 28 preset a 14 px cell is a quarter of the image;
+  // cells of one patch (7 px) measured better there (docs/results.md).
+  std::string default_mask_spec() const {
+    ModelSpec s = *this;
+    s.resolve();
+    if (s.kind == "mae") return "mae:ratio=0.75";
+    const int64_t cell = s.preset == "mnist" ? s.patch_size : 2 * s.patch_size;
+    return "simmim:ratio=0.6,mask_patch=" + std::to_string(cell);
+  }
+
+  // The encoder alone, as the pretraining model of `kind` builds it (MAE's has no mask token).
+  VisionTransformerOptions encoder_options() const {
+    ModelSpec s = *this;
+    s.resolve();
+    if (s.kind == "mae") return VisionTransformerOptions(mae_options().encoder()).mask_token(false);
+    return simmim_options().encoder();
+  }
+};
+
+// The model spec a pretraining checkpoint stores in its metadata ("model").
+inline ModelSpec checkpoint_model_spec(const std::string& path) {
+  constexpr const char* api = "simmim::checkpoint_model_spec";
+  const std::string meta = read_checkpoint_info(path).second;
+  const auto j = nlohmann::json::parse(meta, nullptr, /*allow_exceptions=*/false);
+  SIMMIM_CHECK(j.is_object() && j.contains("model"), api, "the checkpoint's metadata",
+               "a JSON object with a \"model\" description (written by simmim::pretrain)", "'" + path + "'");
+  return ModelSpec::from_json(j.at("model"));
+}
+
+// The pretrained encoder of a checkpoint written by simmim::pretrain, rebuilt from its model spec and
+// loaded (on the CPU). drop_path: stochastic depth for fine-tuning (it has no weights).
+inline VisionTransformer load_pretrained_encoder(const std::string& path, double drop_path = 0.0) {
+  const ModelSpec spec = checkpoint_model_spec(path);
+  VisionTransformer encoder(spec.encoder_options().drop_path_rate(drop_path));
+  load_module_from_checkpoint(path, *encoder, "encoder");
+  return encoder;
+}
+
+SIMMIM_NAMESPACE_END
