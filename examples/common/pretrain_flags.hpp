@@ -38,57 +38,43 @@ struct PretrainFlags {
   int threads = 0;
 
   void add_to(CLI::App& app) {
+    constexpr int64_t kBig = int64_t{1} << 40;
+    // A value option with its default shown and a checked range.
+    auto opt = [&](const char* name, auto& value, const char* help, auto lo, auto hi) {
+      app.add_option(name, value, help)->capture_default_str()->check(CLI::Range(lo, hi));
+    };
     app.add_option("--preset", model.preset, "encoder preset: mnist (28x28, patch 7), tiny, small, base")
         ->capture_default_str()
         ->check(CLI::IsMember({"mnist", "tiny", "small", "base"}));
-    app.add_option("--patch-size", model.patch_size, "encoder patch size (0: the preset's: 7 for mnist, 16 otherwise)")
-        ->capture_default_str()
-        ->check(CLI::Range(int64_t{0}, int64_t{4096}));
+    opt("--patch-size", model.patch_size, "encoder patch size (0: the preset's: 7 for mnist, 16 otherwise)",
+        int64_t{0}, int64_t{4096});
     data.add_to(app, /*needs_test=*/false);
     app.add_option("--mask", mask,
                    "mask strategy spec for simmim::make_mask_generator, e.g. 'simmim:ratio=0.6,mask_patch=14', "
                    "'mae:ratio=0.75', 'block:ratio=0.4' (default: SimMIM 60% of cells twice the patch, 7 px for "
                    "the mnist preset; MAE 75%)");
-    app.add_option("--steps", steps, "optimizer steps")->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
-    app.add_option("--batch-size", batch_size, "images per step (per process under torchrun)")
-        ->capture_default_str()
-        ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
-    app.add_option("--warmup", warmup, "linear warmup steps (-1: 5% of --steps)")
-        ->capture_default_str()
-        ->check(CLI::Range(int64_t{-1}, int64_t{1} << 40));
-    app.add_option("--blr", blr, "base learning rate per 512 images: lr = blr * total batch / 512")
-        ->capture_default_str()
-        ->check(CLI::Range(1e-12, 10.0));
-    app.add_option("--weight-decay", weight_decay, "AdamW weight decay (not on norms, biases, tokens, positions)")
-        ->capture_default_str()
-        ->check(CLI::Range(0.0, 10.0));
-    app.add_option("--clip", clip, "gradient-norm clip (0: off; -1: SimMIM 5.0, MAE off)")
-        ->capture_default_str()
-        ->check(CLI::Range(-1.0, 1e6));
+    opt("--steps", steps, "optimizer steps", int64_t{1}, kBig);
+    opt("--batch-size", batch_size, "images per step (per process under torchrun)", int64_t{1}, int64_t{1} << 24);
+    opt("--warmup", warmup, "linear warmup steps (-1: 5% of --steps)", int64_t{-1}, kBig);
+    opt("--blr", blr, "base learning rate per 512 images: lr = blr * total batch / 512", 1e-12, 10.0);
+    opt("--weight-decay", weight_decay, "AdamW weight decay (not on norms, biases, tokens, positions)", 0.0, 10.0);
+    opt("--clip", clip, "gradient-norm clip (0: off; -1: SimMIM 5.0, MAE off)", -1.0, 1e6);
     app.add_option("--seed", seed, "seed of initialization, data order, masks")->capture_default_str();
     app.add_option("--out", out, "output folder: checkpoint.pt, metrics.jsonl, reconstruction PNGs")
         ->capture_default_str();
-    app.add_option("--log-every", log_every, "metrics line every N steps")
-        ->capture_default_str()
-        ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
-    app.add_option("--grid-every", grid_every, "reconstruction PNG every N steps (0: only at the end)")
-        ->capture_default_str()
-        ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
-    app.add_option("--ckpt-every", ckpt_every, "checkpoint every N steps (0: only at the end)")
-        ->capture_default_str()
-        ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+    opt("--log-every", log_every, "metrics line every N steps", int64_t{1}, kBig);
+    opt("--grid-every", grid_every, "reconstruction PNG every N steps (0: only at the end)", int64_t{0}, kBig);
+    opt("--ckpt-every", ckpt_every, "checkpoint every N steps (0: only at the end)", int64_t{0}, kBig);
     app.add_flag("--resume", resume, "continue from <out>/checkpoint.pt when it exists (same settings as the first run)");
-    app.add_option("--stop-after", stop_after, "save and stop after this many steps, as if the run was killed there "
-                                               "(0: run to --steps; at most --steps); continue with --resume")
-        ->capture_default_str()
-        ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+    opt("--stop-after", stop_after,
+        "save and stop after this many steps, as if the run was killed there (0: run to --steps; at most --steps); "
+        "continue with --resume",
+        int64_t{0}, kBig);
     app.add_option("--device", device, "auto, cpu, cuda, cuda:N (under torchrun: cuda:LOCAL_RANK)")->capture_default_str();
     app.add_option("--precision", precision, "fp32, bf16 (CUDA or CPU autocast) or fp16 (CUDA, with loss scaling)")
         ->capture_default_str()
         ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
-    app.add_option("--threads", threads, "CPU threads for torch (0: torch's default)")
-        ->capture_default_str()
-        ->check(CLI::Range(0, 1024));
+    opt("--threads", threads, "CPU threads for torch (0: torch's default)", 0, 1024);
   }
 };
 
@@ -100,8 +86,7 @@ int run_pretraining(PretrainFlags& f, const std::string& kind, MakeModel&& make_
     throw CLI::ValidationError("--stop-after", "at most --steps (" + std::to_string(f.steps) + "); got " +
                                                    std::to_string(f.stop_after));
   const simmim::DistributedEnv env = simmim::distributed_env_from_environment();
-  c10::Device device = simmim::resolve_device(f.device);
-  if (env.distributed() && device.is_cuda()) device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+  const c10::Device device = simmim::device_for_rank(env, simmim::resolve_device(f.device));
   std::shared_ptr<simmim::Collective> dist;
   if (env.distributed()) {
 #if SIMMIM_DEV_HAVE_NCCL
@@ -149,13 +134,7 @@ int run_pretraining(PretrainFlags& f, const std::string& kind, MakeModel&& make_
   if (env.rank == 0 && !r.stopped) {
     std::cout << kind << ": wrote " << r.checkpoint << ", " << options.out() << "/reconstruction.png (rows: original | "
               << "masked | reconstruction), " << options.out() << "/metrics.jsonl\n";
-    std::cout << nlohmann::json{{"final_loss_ema", r.loss_ema},
-                                {"steps", r.last_step},
-                                {"seconds", r.seconds},
-                                {"images_per_s", r.images_per_s},
-                                {"checkpoint", r.checkpoint}}
-                     .dump()
-              << "\n";
+    std::cout << r.to_json().dump() << "\n";
   }
   return 0;
 }

@@ -72,6 +72,13 @@ inline DistributedEnv distributed_env_from_environment() {
   return env;
 }
 
+// The device a rank trains on: CUDA devices are one per process, cuda:LOCAL_RANK under a distributed
+// launch; anything else is as requested.
+inline c10::Device device_for_rank(const DistributedEnv& env, c10::Device requested) {
+  if (env.distributed() && requested.is_cuda()) return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+  return requested;
+}
+
 // The collectives a data-parallel trainer uses. Implementations: gloo.hpp (CPU tensors), nccl.hpp (CUDA).
 class Collective {
  public:

@@ -78,6 +78,11 @@ struct PretrainResult {
   double seconds = 0;
   double images_per_s = 0;  // all ranks together
   std::string checkpoint;
+
+  nlohmann::json to_json() const {
+    return {{"final_loss_ema", loss_ema}, {"steps", last_step},          {"seconds", seconds},
+            {"images_per_s", images_per_s}, {"checkpoint", checkpoint}, {"stopped", stopped}};
+  }
 };
 
 namespace detail {
