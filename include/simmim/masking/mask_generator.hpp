@@ -39,6 +39,7 @@ class MaskGenerator {
                        "at most " + std::to_string(max_batch) + " for a " + c10::str(grid_) + " grid (" +
                            std::to_string(kMaxMaskCells) + " mask cells per call)",
                        batch_size);
+    check_device_available(device, api_, "device");
     at::Generator g = resolve_generator(gen, api_);
     MaskBatch out = draw(batch_size, g);
     TORCH_INTERNAL_ASSERT(out.mask.defined() && out.mask.scalar_type() == at::kBool &&

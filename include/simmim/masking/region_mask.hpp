@@ -42,6 +42,7 @@ class RegionMask final : public MaskGenerator {
 
   explicit RegionMask(Options options = Options())
       : MaskGenerator(kApi, {options.input_size(), options.patch_size()}), options_(options) {
+    SIMMIM_CHECK_ENUM(options.units(), 2, "RegionUnits", kApi, "units", "RegionUnits::kPatches or kPixels");
     const bool pixels = options.units() == RegionUnits::kPixels;
     const Size2d bounds = pixels ? options.input_size() : grid();
     SIMMIM_CHECK_VALUE(!options.boxes().empty(), kApi, "boxes", "at least one rectangle", "none");

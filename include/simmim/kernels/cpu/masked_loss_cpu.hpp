@@ -69,19 +69,26 @@ inline RunLayout run_layout(int64_t channels, int64_t width, const int64_t* stri
   return RunLayout::kStrided;
 }
 
-// Sum of the weights of each sample, out[b] (double, in (i, j) order: deterministic).
-// `weights` is acc_t [B, h, w] with element strides `stride`.
+// Sum of the weights of each sample, out[b] (double, in (i, j) order: deterministic), and in bad[b] the
+// count of weights that are negative or NaN (the value check of the weights, made in the same pass: a
+// negative weight would make the loss negative). `weights` is acc_t [B, h, w] with element strides `stride`.
 template <typename acc_t>
 inline void masked_weight_sums_cpu(const acc_t* weights, const int64_t* stride, int64_t batch, int64_t rows,
-                                   int64_t cols, double* out) {
+                                   int64_t cols, double* out, int64_t* bad) {
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       double s = 0;
+      int64_t n_bad = 0;
       for (int64_t i = 0; i < rows; ++i) {
         const acc_t* row = weights + b * stride[0] + i * stride[1];
-        for (int64_t j = 0; j < cols; ++j) s += static_cast<double>(row[j * stride[2]]);
+        for (int64_t j = 0; j < cols; ++j) {
+          const acc_t w = row[j * stride[2]];
+          n_bad += w >= acc_t(0) ? 0 : 1;  // NaN compares false
+          s += static_cast<double>(w);
+        }
       }
       out[b] = s;
+      bad[b] = n_bad;
     }
   });
 }
@@ -375,6 +382,9 @@ inline void masked_loss_cpu(const MaskedLossParams& P) {
 
   auto chunk_fn = &chunk_sum_baseline<K, kNorm, kGrad, scalar_t, acc_t>;
   const CpuIsa isa = cpu_isa_override();
+  TORCH_CHECK_VALUE(isa == CpuIsa::kAuto || isa == CpuIsa::kBaseline || isa == CpuIsa::kAVX2,
+                    "simmim::kernels::cpu: cpu_isa_override() must be CpuIsa::kAuto, kBaseline or kAVX2; got CpuIsa(",
+                    static_cast<int>(isa), ")");
   TORCH_CHECK(isa != CpuIsa::kAVX2 || cpu_avx2_available(),
               "simmim::kernels::cpu: CpuIsa::kAVX2 forced, but this build or CPU has no AVX2 path");
 #if SIMMIM_CPU_DISPATCH_AVX2
