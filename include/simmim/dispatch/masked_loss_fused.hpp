@@ -56,6 +56,10 @@ inline MaskedLossParams masked_loss_params(const MaskedLossProblem& pb, const at
   return P;
 }
 
+// The CPU glue instantiates the kernel's templates, so it lives in the kernel's ISA namespace too (see
+// kernels/cpu/masked_loss_cpu.hpp): a copy compiled under -mavx2 never stands in for a baseline one.
+inline namespace SIMMIM_CPU_ISA_NAMESPACE {
+
 // The fused CPU forward. Inputs whose rows are neither planar (NCHW-like) nor interleaved (channels-last,
 // contiguous tokens) are copied once; the mask is only converted at patch resolution.
 inline FusedLossForward masked_loss_fused_cpu(const MaskedLossProblem& pb, bool want_grad, const char* api) {
@@ -110,6 +114,8 @@ inline FusedLossForward masked_loss_fused_cpu(const MaskedLossProblem& pb, bool 
   });
   return {pb.finish(loss_sums, den), grad.defined() ? pb.from_view(grad) : grad};
 }
+
+}  // inline namespace SIMMIM_CPU_ISA_NAMESPACE
 
 // The fused forward of `backend` (kFusedCPU or kFusedCUDA, already checked available).
 inline FusedLossForward masked_loss_fused_forward(const MaskedLossProblem& pb, Backend backend, bool want_grad,
