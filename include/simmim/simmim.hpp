@@ -5,6 +5,7 @@
 #include "simmim/core/patchify.hpp"
 #include "simmim/core/random.hpp"
 #include "simmim/core/shape.hpp"
+#include "simmim/core/value_checks.hpp"
 #include "simmim/core/version.hpp"
 #include "simmim/masking/mask_factory.hpp"
 #include "simmim/loss/masked_loss.hpp"

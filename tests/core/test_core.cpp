@@ -70,3 +70,41 @@ TEST_CASE("patchify matches MAE's layout and round-trips non-square images", "[c
   REQUIRE_THROWS_WITH(simmim::patchify(x, 5), ContainsSubstring("simmim::patchify: image size"));
   REQUIRE_THROWS_WITH(simmim::unpatchify(t, 4, {3, 3}), ContainsSubstring("L = 9"));
 }
+
+TEST_CASE("value checks: always on CPU tensors, elsewhere behind the debug switch", "[core][values]") {
+  const bool before = simmim::value_checks();
+  const auto cpu = torch::zeros({2});
+  const auto meta = torch::empty({2}, torch::TensorOptions().device(torch::kMeta));
+  simmim::set_value_checks(false);
+  REQUIRE_FALSE(simmim::value_checks());
+  REQUIRE(simmim::check_values_of(cpu));
+  REQUIRE_FALSE(simmim::check_values_of(meta));  // no values to read, switch or not
+  simmim::set_value_checks(true);
+  REQUIRE(simmim::value_checks());
+  REQUIRE(simmim::check_values_of(cpu));
+  REQUIRE_FALSE(simmim::check_values_of(meta));
+  REQUIRE_FALSE(simmim::check_values_of(torch::Tensor()));
+  simmim::set_value_checks(before);
+}
+
+TEST_CASE("out-of-range enum values are clear errors, not internal assertions", "[core][enum]") {
+  enum class Three { kA, kB, kC };
+  STATIC_REQUIRE(simmim::enum_in_range(Three::kC, 3));
+  STATIC_REQUIRE_FALSE(simmim::enum_in_range(static_cast<Three>(3), 3));
+  STATIC_REQUIRE_FALSE(simmim::enum_in_range(static_cast<Three>(-1), 3));
+  REQUIRE_THROWS_AS(simmim::AutocastGuard(c10::DeviceType::CPU, static_cast<simmim::Precision>(7)), c10::ValueError);
+  REQUIRE_THROWS_WITH(simmim::AutocastGuard(c10::DeviceType::CPU, static_cast<simmim::Precision>(7)),
+                      ContainsSubstring("simmim::AutocastGuard: precision must be Precision::kFloat32, kBFloat16 or "
+                                        "kFloat16; got Precision(7)"));
+  REQUIRE_THROWS_WITH(
+      simmim::RegionMask(simmim::RegionMaskOptions(224).boxes({{0, 0, 1, 1}}).units(static_cast<simmim::RegionUnits>(2))),
+      ContainsSubstring("simmim::RegionMask: units must be RegionUnits::kPatches or kPixels; got RegionUnits(2)"));
+  // The CPU pass's ISA switch is a process-wide value a user sets.
+  auto& isa = simmim::kernels::cpu::cpu_isa_override();
+  const auto saved = isa;
+  isa = static_cast<simmim::kernels::cpu::CpuIsa>(5);
+  const auto x = torch::randn({1, 1, 4, 4});
+  REQUIRE_THROWS_WITH(simmim::masked_reconstruction_loss(x, x, torch::ones({1, 2, 2}), simmim::MaskedLossOptions::simmim(2)),
+                      ContainsSubstring("cpu_isa_override() must be CpuIsa::kAuto, kBaseline or kAVX2; got CpuIsa(5)"));
+  isa = saved;
+}

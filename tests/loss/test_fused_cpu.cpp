@@ -17,6 +17,7 @@
 #include "../support/gradcheck.hpp"
 #include "loss_cases.hpp"
 #include "loss_test_util.hpp"
+#include "odr_probe.hpp"
 #include "simmim/simmim.hpp"
 
 using loss_test::Memory;
@@ -151,6 +152,24 @@ TEST_CASE("the baseline and AVX2 builds of the CPU pass give bitwise the same re
   CHECK(torch::equal(baseline.grad_pred, avx2.grad_pred));
   if (!norm_pix) CHECK(torch::equal(baseline.grad_target, avx2.grad_target));
 }
+
+#if SIMMIM_TEST_ODR_PROBE
+odr_probe::Report odr_probe_avx2_tu();  // odr_probe_avx2.cpp, compiled with -mavx2
+
+TEST_CASE("a translation unit compiled with -mavx2 never lends its copy of the CPU pass to a baseline one",
+          "[loss][fused][odr]") {
+  // Both TUs force the baseline build; each must run its own copy. With one symbol for both (the linker
+  // keeps one), the two reports would be equal and one TU would run the other's code.
+  const odr_probe::Report here = odr_probe::forced_baseline_pass();
+  const odr_probe::Report avx2 = odr_probe_avx2_tu();
+  INFO("this TU: " << here.compiled_isa << " ran " << here.ran << "; -mavx2 TU: " << avx2.compiled_isa << " ran "
+                   << avx2.ran);
+  REQUIRE(avx2.compiled_isa.find("_avx2") != std::string::npos);
+  REQUIRE(here.compiled_isa != avx2.compiled_isa);  // this TU is built without -mavx2
+  CHECK(here.ran == here.compiled_isa + "/baseline");
+  CHECK(avx2.ran == avx2.compiled_isa + "/baseline");
+}
+#endif
 
 TEST_CASE("gradcheck in double: both backends, every kind, norm-pix, layout and reduction", "[loss][gradcheck]") {
   const auto backend = GENERATE(Backend::kFusedCPU, Backend::kReference);

@@ -466,8 +466,41 @@ TEST_CASE("bad input: each a clear error", "[loss]") {
       f(x, on_meta, m),
       ContainsSubstring(api + "target must be on pred's device cpu; got Float tensor [2, 3, 16, 16] on meta"));
   REQUIRE_THROWS_WITH(f(x, x, m.to(torch::kMeta)), ContainsSubstring(api + "mask must be on pred's device cpu"));
-  REQUIRE_THROWS_WITH(
-      f(on_meta, on_meta, m.to(torch::kMeta), MaskedLossOptions::simmim(4).backend(Backend::kFusedCPU)),
-      ContainsSubstring(
-          api + "the inputs of Backend::kFusedCPU must be CPU tensors; got Float tensor [2, 3, 16, 16] on meta"));
+  // Meta tensors have no data: a clear error whichever backend, not a raw LibTorch one from inside.
+  for (const Backend b : {Backend::kAuto, Backend::kFusedCPU, Backend::kReference}) {
+    REQUIRE_THROWS_WITH(f(on_meta, on_meta, m.to(torch::kMeta), MaskedLossOptions::simmim(4).backend(b)),
+                        ContainsSubstring(api + "pred must be a tensor with data on the CPU or a GPU (a meta tensor "
+                                                "has only a shape); got Float tensor [2, 3, 16, 16] on meta"));
+  }
+  REQUIRE_THROWS_AS(f(x, x, m, MaskedLossOptions::simmim(4).backend(static_cast<Backend>(9))), c10::ValueError);
+  REQUIRE_THROWS_WITH(f(x, x, m, MaskedLossOptions::simmim(4).backend(static_cast<Backend>(9))),
+                      ContainsSubstring(api + "options.backend must be Backend::kAuto, kReference, kFusedCPU or "
+                                              "kFusedCUDA; got Backend(9)"));
+  REQUIRE_THROWS_WITH(f(x, x, m, MaskedLossOptions::simmim(4).backend(static_cast<Backend>(-1))),
+                      ContainsSubstring("got Backend(-1)"));
+}
+
+TEST_CASE("negative or NaN mask weights are an error on every CPU backend, found without an extra pass",
+          "[loss][values]") {
+  const auto backend = GENERATE(Backend::kAuto, Backend::kFusedCPU, Backend::kReference);
+  const auto images = GENERATE(true, false);
+  const torch::Tensor x = images ? torch::randn({2, 3, 16, 16}) : torch::randn({2, 16, 12});
+  const auto options = (images ? MaskedLossOptions::simmim(4) : MaskedLossOptions::mae()).backend(backend);
+  torch::Tensor w = images ? torch::rand({2, 4, 4}) : torch::rand({2, 16});
+  const torch::Tensor ok = simmim::masked_reconstruction_loss(x, torch::zeros_like(x), w, options);
+  REQUIRE(ok.item<float>() >= 0);
+  torch::Tensor negative = w.clone();
+  negative.view(-1)[5] = -1.0f;  // once gave a negative loss
+  REQUIRE_THROWS_WITH(simmim::masked_reconstruction_loss(x, torch::zeros_like(x), negative, options),
+                      ContainsSubstring("simmim::masked_reconstruction_loss: mask must be non-negative weights (0 = "
+                                        "visible); got 1 negative or NaN weight(s)"));
+  torch::Tensor nan = w.clone();
+  nan.view(-1)[3] = std::numeric_limits<float>::quiet_NaN();
+  REQUIRE_THROWS_WITH(simmim::masked_reconstruction_loss(x, torch::zeros_like(x), nan, options),
+                      ContainsSubstring("mask must be non-negative weights"));
+  // Integer masks too: -1 is not "masked".
+  torch::Tensor ints = (w > 0.5).to(torch::kLong);
+  ints.view(-1)[0] = -1;
+  REQUIRE_THROWS_WITH(simmim::masked_reconstruction_loss(x, torch::zeros_like(x), ints, options),
+                      ContainsSubstring("mask must be non-negative weights"));
 }

@@ -7,7 +7,11 @@
 #include <catch2/matchers/catch_matchers_string.hpp>
 
 #include "mask_checks.hpp"
+#include <limits>
+
 #include "simmim/masking/block_mask.hpp"
+#include "simmim/masking/mae_mask.hpp"
+#include "simmim/masking/mask_factory.hpp"
 #include "simmim/masking/multi_block_mask.hpp"
 #include "simmim/masking/region_mask.hpp"
 #include "simmim/masking/tensor_mask.hpp"
@@ -171,7 +175,11 @@ TEST_CASE("multi-block: I-JEPA defaults mask about 4 blocks of 15-20%", "[maskin
 TEST_CASE("multi-block: options are validated", "[masking][multiblock]") {
   using O = simmim::MultiBlockMaskOptions;
   REQUIRE_THROWS_WITH(simmim::MultiBlockMask(O().num_blocks(0)),
-                      ContainsSubstring("simmim::MultiBlockMask: num_blocks must be at least 1; got 0"));
+                      ContainsSubstring("simmim::MultiBlockMask: num_blocks must be in [1, 196] (the patches of the "
+                                        "14x14 grid, or 16 on smaller grids); got 0"));
+  REQUIRE_THROWS_WITH(simmim::MultiBlockMask(O(32).num_blocks(17)),
+                      ContainsSubstring("num_blocks must be in [1, 16] (the patches of the 2x2 grid, or 16 on "
+                                        "smaller grids); got 17"));
   REQUIRE_THROWS_WITH(simmim::MultiBlockMask(O().scale_min(0.0)),
                       ContainsSubstring("scale_min must be in (0, 1]; got 0"));
   REQUIRE_THROWS_WITH(simmim::MultiBlockMask(O().scale_min(0.3).scale_max(0.2)),
@@ -263,4 +271,42 @@ TEST_CASE("tensor masks: validated, broadcast, served on the asked device", "[ma
                       ContainsSubstring("simmim::TensorMask: mask must be bool, integer or floating point; got "
                                         "ComplexFloat tensor [12, 14] on cpu"));
   REQUIRE(simmim::TensorMask(O(user, {192, 224}, 16)).spec() == "tensor");
+}
+
+TEST_CASE("user-given sizes and counts are bounded by the geometry, before anything is allocated",
+          "[masking][bounds]") {
+  // Tens of millions of blocks used to run for tens of seconds (and absurd counts to end in bad_alloc).
+  REQUIRE_THROWS_WITH(simmim::MultiBlockMask(simmim::MultiBlockMaskOptions().num_blocks(40000000)),
+                      ContainsSubstring("num_blocks must be in [1, 196]"));
+  REQUIRE_THROWS_WITH(simmim::make_mask_generator("multiblock:blocks=40000000"),
+                      ContainsSubstring("num_blocks must be in [1, 196]"));
+  std::vector<MaskRect> many(197, MaskRect{0, 0, 1, 1});
+  REQUIRE_THROWS_WITH(simmim::RegionMask(simmim::RegionMaskOptions(224).boxes(many)),
+                      ContainsSubstring("simmim::RegionMask: boxes must be at most 196 rectangles"));
+  // A batch whose masks alone would not fit in memory.
+  REQUIRE_THROWS_WITH(simmim::BlockMask().generate(int64_t{1} << 40),
+                      ContainsSubstring("simmim::BlockMask: batch_size must be at most 5478274 for a 14x14 grid"));
+  REQUIRE_THROWS_WITH(simmim::MAEMask(simmim::MAEMaskOptions(Size2d{int64_t{1} << 40, 224})),
+                      ContainsSubstring("simmim::MAEMask: input_size must be at most 65536 pixels per side"));
+  REQUIRE_THROWS_WITH(simmim::make_mask_generator("region:box=0:0:99999999999999999999:1"),
+                      ContainsSubstring("top:left:height:width (four integers)"));
+}
+
+TEST_CASE("rectangle bounds checks do not wrap", "[masking][bounds]") {
+  const Size2d grid{14, 14};
+  const int64_t huge = std::numeric_limits<int64_t>::max();
+  // top + height wraps to a negative number, which passed "<= grid.h" and then masked 0 patches.
+  REQUIRE_FALSE(MaskRect{1, 0, huge, 1}.inside(grid));
+  REQUIRE_FALSE(MaskRect{0, 1, 1, huge}.inside(grid));
+  REQUIRE_FALSE(MaskRect{huge, 0, 1, 1}.inside(grid));
+  REQUIRE(MaskRect{13, 13, 1, 1}.inside(grid));
+  REQUIRE_FALSE(MaskRect{13, 13, 2, 1}.inside(grid));
+  REQUIRE_THROWS_WITH(simmim::RegionMask(simmim::RegionMaskOptions(224).boxes({{1, 0, huge, 1}})),
+                      ContainsSubstring("each box must be a non-empty rectangle inside the 14x14 patches"));
+  REQUIRE_THROWS_WITH(simmim::make_mask_generator("region:box=1:0:9223372036854775807:1"),
+                      ContainsSubstring("each box must be a non-empty rectangle inside the 14x14 patches"));
+  REQUIRE_THROWS_WITH(simmim::RegionMask(simmim::RegionMaskOptions(224)
+                                             .boxes({{16, 0, huge - 8, 16}})
+                                             .units(simmim::RegionUnits::kPixels)),
+                      ContainsSubstring("inside the 224x224 pixels"));
 }

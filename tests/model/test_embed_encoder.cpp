@@ -2,6 +2,8 @@
 // DropPath, attention paths, and the ViT's two masking modes.
 #include <torch/torch.h>
 
+#include <limits>
+
 #include <catch2/catch_approx.hpp>
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
@@ -148,6 +150,41 @@ TEST_CASE("MaskTokenMixer: only masked positions change, the gradient reaches th
                       ContainsSubstring("mask must be [B, h, w] = [2, 3, 4] or [B, L] = [2, 12]"));
   REQUIRE_THROWS_WITH(mixer(x, torch::zeros({2, 12}, torch::kInt), grid),
                       ContainsSubstring("mask must be bool, uint8 or floating"));
+  // Weights outside [0, 1] would extrapolate past the token; uint8 is a boolean mask (255 = masked).
+  torch::NoGradGuard no_grad;
+  REQUIRE_THROWS_WITH(mixer(x, torch::full({2, 12}, 1.5), grid),
+                      ContainsSubstring("simmim::MaskTokenMixer::forward: mask must be weights in [0, 1] (or a bool "
+                                        "mask); got 24 weight(s) outside [0, 1] or NaN"));
+  auto negative = torch::zeros({2, 12});
+  negative[1][3] = -0.25;
+  REQUIRE_THROWS_WITH(mixer(x, negative, grid), ContainsSubstring("got 1 weight(s) outside [0, 1]"));
+  auto nan = torch::zeros({2, 12});
+  nan[0][0] = std::numeric_limits<float>::quiet_NaN();
+  REQUIRE_THROWS_WITH(mixer(x, nan, grid), ContainsSubstring("got 1 weight(s) outside [0, 1] or NaN"));
+  REQUIRE(torch::equal(mixer(x, flat.to(torch::kByte) * 255, grid), mixer(x, flat, grid)));
+  const auto meta = torch::empty({2, 12, 8}, torch::TensorOptions().device(torch::kMeta));
+  REQUIRE_THROWS_WITH(mixer(meta, flat, grid), ContainsSubstring("tokens must be a tensor with data"));
+}
+
+TEST_CASE("enum options out of range are clear errors", "[embed][encoder][enum]") {
+  using O = simmim::VisionTransformerOptions;
+  const auto vit = [](O o) { return simmim::VisionTransformer(o.depth(1)); };
+  REQUIRE_THROWS_WITH(vit(O(32, 16, 8, 1, 2).pool(static_cast<simmim::FeaturePool>(2))),
+                      ContainsSubstring("simmim::VisionTransformer: pool must be FeaturePool::kMean or kCls; got "
+                                        "FeaturePool(2)"));
+  REQUIRE_THROWS_WITH(vit(O(32, 16, 8, 1, 2).pos_embed(static_cast<simmim::PosEmbedKind>(3))),
+                      ContainsSubstring("pos_embed must be PosEmbedKind::kLearned, kSinCos or kNone; got "
+                                        "PosEmbedKind(3)"));
+  REQUIRE_THROWS_WITH(vit(O(32, 16, 8, 1, 2).weight_init(static_cast<simmim::WeightInit>(-3))),
+                      ContainsSubstring("weight_init must be WeightInit::kTruncNormal or kXavier; got WeightInit(-3)"));
+  REQUIRE_THROWS_WITH(vit(O(32, 16, 8, 1, 2).attention(static_cast<simmim::AttentionBackend>(2))),
+                      ContainsSubstring("attention must be AttentionBackend::kAuto or kMath; got AttentionBackend(2)"));
+  REQUIRE_THROWS_AS(
+      simmim::Attention(simmim::AttentionOptions(8, 2).backend(static_cast<simmim::AttentionBackend>(4))),
+      c10::ValueError);
+  REQUIRE_THROWS_WITH(simmim::PositionEmbedding(simmim::PositionEmbeddingOptions(8, simmim::Size2d{2, 2})
+                                                    .kind(static_cast<simmim::PosEmbedKind>(9))),
+                      ContainsSubstring("simmim::PositionEmbedding: kind must be"));
 }
 
 TEST_CASE("token index: gather and the (ids_keep, ids_restore) check", "[embed]") {

@@ -204,6 +204,41 @@ TEST_CASE("MAE model: clear errors", "[model]") {
                       ContainsSubstring("masks.mask must be the mask its ids_restore implies"));
   REQUIRE_THROWS_WITH(model->forward(torch::randn({3, 1, 28, 28}), batch),
                       ContainsSubstring("ids_keep must be an int64 tensor [B, len_keep] with B = 3"));
+  // An empty batch and meta tensors: simmim errors, not raw LibTorch ones from inside the encoder.
+  REQUIRE_THROWS_WITH(model(torch::randn({0, 1, 28, 28}), torch::zeros({0, 4, 4}, torch::kBool)),
+                      ContainsSubstring("simmim::MAE::forward: images must be a non-empty batch [B, C, H, W] with B "
+                                        ">= 1; got Float tensor [0, 1, 28, 28]"));
+  auto empty = batch;
+  empty.mask = batch.mask.narrow(0, 0, 0);
+  empty.ids_keep = batch.ids_keep.narrow(0, 0, 0);
+  empty.ids_restore = batch.ids_restore.narrow(0, 0, 0);
+  REQUIRE_THROWS_WITH(model->forward(torch::randn({0, 1, 28, 28}), empty),
+                      ContainsSubstring("images must be a non-empty batch"));
+  const auto meta = torch::empty({2, 1, 28, 28}, torch::TensorOptions().device(torch::kMeta));
+  REQUIRE_THROWS_WITH(model(meta, random_mask(2, {4, 4}, 12)),
+                      ContainsSubstring("simmim::MAE::forward: images must be a tensor with data"));
+  // ids_keep out of range: read back on the CPU (always) and caught before the gather.
+  auto bad_ids = batch;
+  bad_ids.ids_keep = batch.ids_keep.clone();
+  bad_ids.ids_keep[0][0] = 99;
+  REQUIRE_THROWS_WITH(model->forward(images, bad_ids), ContainsSubstring("simmim::MAE::forward: ids_keep"));
+}
+
+TEST_CASE("SimMIM model: empty batches, meta tensors and bad enum options are clear errors", "[model]") {
+  torch::manual_seed(3);
+  simmim::SimMIM model(simmim::SimMIMOptions(tiny_vit({28, 28}, 7, 1)));
+  REQUIRE_THROWS_WITH(model(torch::randn({0, 1, 28, 28}), torch::zeros({0, 4, 4}, torch::kBool)),
+                      ContainsSubstring("simmim::SimMIM::forward: images must be a non-empty batch"));
+  const auto meta = torch::empty({2, 1, 28, 28}, torch::TensorOptions().device(torch::kMeta));
+  REQUIRE_THROWS_WITH(model(meta, random_mask(2, {4, 4}, 12)),
+                      ContainsSubstring("simmim::SimMIM::forward: images must be a tensor with data"));
+  REQUIRE_THROWS_WITH(
+      simmim::SimMIM(simmim::SimMIMOptions(tiny_vit({28, 28}, 7, 1)).head(static_cast<simmim::HeadKind>(2))),
+      ContainsSubstring("simmim::SimMIM: head must be HeadKind::kLinear or kConv; got HeadKind(2)"));
+  REQUIRE_THROWS_WITH(
+      simmim::SimMIM(simmim::SimMIMOptions(tiny_vit({28, 28}, 7, 1)).loss_backend(static_cast<simmim::Backend>(8)))
+          ->forward(torch::randn({2, 1, 28, 28}), random_mask(2, {4, 4}, 12)),
+      ContainsSubstring("options.backend must be Backend::kAuto"));
 }
 
 TEST_CASE("save / load round trip; freezing and exporting the encoder", "[model]") {

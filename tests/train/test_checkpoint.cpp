@@ -153,7 +153,8 @@ TEST_CASE("checkpoint files: atomic replace, info, submodules, clear errors", "[
                       ContainsSubstring("submodule must be a child of the saved model"));
 
   REQUIRE_THROWS_WITH(simmim::load_checkpoint((dir / "missing.pt").string(), run.parts()),
-                      ContainsSubstring("path must be an existing checkpoint file"));
+                      ContainsSubstring("simmim::load_checkpoint: path must be an existing readable file; got '" +
+                                        (dir / "missing.pt").string() + "' (no such file)"));
   const std::string plain = (dir / "plain.pt").string();
   torch::save(torch::nn::Linear(2, 2), plain);
   REQUIRE_THROWS_WITH(simmim::load_checkpoint(plain, run.parts()), ContainsSubstring("a simmim checkpoint"));
@@ -250,4 +251,136 @@ TEST_CASE("write_file_atomically: the target appears whole or keeps its old cont
   simmim::write_file_atomically(path, "t", write_text("second"));
   REQUIRE(read_text() == "second");
   fs::remove_all(dir);
+}
+
+namespace {
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void put_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+}  // namespace
+
+TEST_CASE("checkpoints carry a checksum: flipped, truncated, empty or foreign files are clear errors",
+          "[train][checkpoint][integrity]") {
+  const auto dir = scratch_dir("integrity");
+  const std::string path = (dir / "ckpt.pt").string();
+  torch::manual_seed(0);
+  Run run(1);
+  simmim::save_checkpoint(path, run.parts(), 3);
+  const std::string good = file_bytes(path);
+  REQUIRE(simmim::verify_checksum_trailer(good.data(), good.size()) == simmim::ChecksumStatus::kOk);
+  const std::string api = "simmim::load_checkpoint: path must be a simmim checkpoint (save_checkpoint) that is intact; got '";
+
+  // One flipped byte in the middle (inside a tensor's data: it used to load, one parameter silently different).
+  std::string flipped = good;
+  flipped[flipped.size() / 2] = static_cast<char>(flipped[flipped.size() / 2] ^ 0x10);
+  put_bytes(path, flipped);
+  REQUIRE_THROWS_WITH(simmim::load_checkpoint(path, run.parts()),
+                      ContainsSubstring(api + path + "'") && ContainsSubstring("checksum mismatch"));
+  REQUIRE_THROWS_WITH(simmim::read_checkpoint_info(path), ContainsSubstring("checksum mismatch"));
+  // Truncated, empty, plain text: never the zip reader's bare "failed finding central directory".
+  put_bytes(path, good.substr(0, good.size() / 3));
+  REQUIRE_THROWS_WITH(simmim::load_checkpoint(path, run.parts()),
+                      ContainsSubstring(api + path + "' (") && ContainsSubstring("truncated"));
+  put_bytes(path, "");
+  REQUIRE_THROWS_WITH(simmim::load_checkpoint(path, run.parts()),
+                      ContainsSubstring(api + path + "' (0 bytes): no simmim checksum record"));
+  put_bytes(path, "hello, I am a text file\n");
+  REQUIRE_THROWS_WITH(simmim::load_module_from_checkpoint(path, *run.model),
+                      ContainsSubstring("simmim::load_module_from_checkpoint: path must be a simmim checkpoint"));
+  // A checksum that matches bytes LibTorch cannot read: still named.
+  std::string junk = "not a zip archive at all";
+  const auto trailer = simmim::checksum_trailer(junk.size(), simmim::crc32(junk.data(), junk.size()));
+  junk.append(reinterpret_cast<const char*>(trailer.data()), trailer.size());
+  put_bytes(path, junk);
+  REQUIRE_THROWS_WITH(simmim::load_checkpoint(path, run.parts()),
+                      ContainsSubstring("'" + path + "' that LibTorch cannot read"));
+  put_bytes(path, good);
+  REQUIRE(simmim::load_checkpoint(path, run.parts()) == 3);
+}
+
+TEST_CASE("crc32 is the standard CRC-32 and streams", "[train][checkpoint][integrity]") {
+  const std::string s = "123456789";
+  REQUIRE(simmim::crc32(s.data(), s.size()) == 0xCBF43926u);  // the check value of CRC-32/ISO-HDLC
+  std::string long_text;
+  for (int i = 0; i < 1000; ++i) long_text.push_back(static_cast<char>(i * 31));
+  uint32_t c = 0;
+  for (size_t i = 0; i < long_text.size(); i += 7) c = simmim::crc32_update(c, long_text.data() + i, std::min<size_t>(7, long_text.size() - i));
+  REQUIRE(c == simmim::crc32(long_text.data(), long_text.size()));
+}
+
+TEST_CASE("loading a checkpoint into a model of another shape names the parameter and both shapes",
+          "[train][checkpoint]") {
+  const auto dir = scratch_dir("shapes");
+  const std::string path = (dir / "wide.pt").string();
+  struct Net : torch::nn::Module {
+    explicit Net(int64_t width) { fc = register_module("fc", torch::nn::Linear(4, width)); }
+    torch::nn::Linear fc{nullptr};
+  };
+  Net wide(64), narrow(32);
+  simmim::CheckpointParts parts;
+  parts.model = &wide;
+  parts.global_rng = false;
+  simmim::save_checkpoint(path, parts, 1);
+  parts.model = &narrow;
+  const torch::Tensor before = narrow.fc->weight.clone();
+  REQUIRE_THROWS_WITH(simmim::load_checkpoint(path, parts),
+                      ContainsSubstring("simmim::load_checkpoint: parameter 'fc.weight' of checkpoint '" + path +
+                                        "' must be Float [32, 4] (the model's); got Float [64, 4]"));
+  REQUIRE(torch::equal(narrow.fc->weight, before));  // nothing half-loaded
+  torch::nn::Linear probe(4, 32);
+  REQUIRE_THROWS_WITH(simmim::load_module_from_checkpoint(path, *probe, "fc"),
+                      ContainsSubstring("parameter 'fc.weight' of checkpoint"));
+  struct Other : torch::nn::Module {
+    Other() { head = register_module("head", torch::nn::Linear(4, 64)); }
+    torch::nn::Linear head{nullptr};
+  } other;
+  parts.model = &other;
+  REQUIRE_THROWS_WITH(simmim::load_checkpoint(path, parts),
+                      ContainsSubstring("submodule 'head' must be in checkpoint '" + path + "'"));
+}
+
+TEST_CASE("a save killed half-way leaves a temporary that the next save of that target removes", "[train]") {
+  const auto dir = scratch_dir("stale");
+  const std::string path = (dir / "ckpt.pt").string();
+  // A pid that cannot be running (above the kernel's pid_max), and one that is (ours: a leftover of this
+  // process's own failed write is stale too), and a live other process's (pid 1), which must stay.
+  put_bytes(path + ".tmp999999999", "half a checkpoint");
+  put_bytes(path + ".tmp1", "another writer's, in progress");
+  put_bytes((dir / "other.pt.tmp999999999").string(), "not this target's");
+  simmim::write_file_atomically(path, "t", [](const std::string& tmp) { put_bytes(tmp, "whole"); });
+  REQUIRE(file_bytes(path) == "whole");
+  REQUIRE_FALSE(fs::exists(path + ".tmp999999999"));
+  REQUIRE(fs::exists(path + ".tmp1"));
+  REQUIRE(fs::exists(dir / "other.pt.tmp999999999"));
+}
+
+TEST_CASE("filesystem errors and full disks are errors naming the API and the path", "[train][files]") {
+  const auto dir = scratch_dir("fserr");
+  // A folder that cannot be created: its parent is a file.
+  put_bytes((dir / "file").string(), "x");
+  const std::string under_file = (dir / "file" / "sub" / "ckpt.pt").string();
+  torch::nn::Linear net(2, 2);
+  simmim::CheckpointParts parts;
+  parts.model = net.get();
+  REQUIRE_THROWS_WITH(simmim::save_checkpoint(under_file, parts, 0),
+                      ContainsSubstring("simmim::save_checkpoint: path must be a location whose folder exists or can "
+                                        "be created; got '" + under_file + "'"));
+  REQUIRE_THROWS_AS(simmim::MetricsLog(under_file), c10::Error);
+  if (!fs::exists("/dev/full")) SKIP("no /dev/full");
+  // /dev/full takes the open and fails every write: the failure shows at the flush.
+  {
+    simmim::CheckedFileWriter w("/dev/full", "simmim::test", "/dev/full");
+    w.write("abc", 3);
+    REQUIRE_THROWS_WITH(w.finish(), ContainsSubstring("simmim::test: path must be a writable file; got '/dev/full'"));
+  }
+  simmim::MetricsLog log("/dev/full", /*append=*/true);
+  REQUIRE_THROWS_WITH(log.write({{"step", 1}}),
+                      ContainsSubstring("simmim::MetricsLog::write: the log file must be writable; got '/dev/full'"));
 }

@@ -82,6 +82,125 @@ TEST_CASE("Fashion-MNIST from the Debian package, unpacked once", "[train][data]
   REQUIRE(simmim::take_first(test, 5).size() == 5);
 }
 
+namespace {
+
+// IDX bytes: magic 00 00 08 ndim, big-endian sizes, data.
+std::string idx_bytes(const std::vector<int64_t>& dims, uint8_t fill) {
+  std::string b = {0, 0, 8, static_cast<char>(dims.size())};
+  int64_t n = 1;
+  for (int64_t d : dims) {
+    for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<char>((d >> s) & 0xFF));
+    n *= d;
+  }
+  for (int64_t i = 0; i < n; ++i) b.push_back(static_cast<char>((fill + i) % 10));
+  return b;
+}
+
+void write_gz(const fs::path& path, const std::string& bytes) {
+  gzFile f = gzopen(path.string().c_str(), "wb1");
+  REQUIRE(f != nullptr);
+  REQUIRE(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())) == static_cast<int>(bytes.size()));
+  gzclose(f);
+}
+
+std::string slurp(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+TEST_CASE("IDX reader: exact lengths, no zero tail", "[train][data][integrity]") {
+  const std::string ok = idx_bytes({3, 2, 2}, 1);
+  const auto a = simmim::parse_idx(ok.data(), ok.size(), "x.idx");
+  REQUIRE(a.dims == std::vector<int64_t>{3, 2, 2});
+  REQUIRE(a.data.sizes() == torch::IntArrayRef({3, 2, 2}));
+  REQUIRE(a.data.flatten()[11].item<uint8_t>() == (1 + 11) % 10);
+  REQUIRE_THROWS_WITH(simmim::parse_idx(ok.data(), ok.size() - 1, "x.idx"),
+                      ContainsSubstring("simmim::parse_idx: file must be an IDX file whose data is as long as its "
+                                        "sizes say (12 bytes); got 'x.idx' (27 bytes) with 11 bytes of data"));
+  REQUIRE_THROWS_WITH(simmim::parse_idx("hello world", 11, "t.gz"),
+                      ContainsSubstring("an IDX file of unsigned bytes (magic 00 00 08 <1..4>); got 't.gz'"));
+  // Sizes whose product overflows 64 bits must not pass.
+  std::string huge = {0, 0, 8, 4};
+  for (int i = 0; i < 16; ++i) huge.push_back(static_cast<char>(0xFF));
+  REQUIRE_THROWS_WITH(simmim::parse_idx(huge.data(), huge.size(), "h"), ContainsSubstring("as long as its sizes say"));
+}
+
+TEST_CASE("Fashion-MNIST cache: validated before caching, checksummed, rebuilt when damaged", "[train][data][integrity]") {
+  const auto dir = scratch_dir("fmnist_cache");
+  const fs::path src = dir / "src", cache = dir / "cache";
+  fs::create_directories(src);
+  write_gz(src / "t10k-images-idx3-ubyte.gz", idx_bytes({10000, 28, 28}, 0));
+  write_gz(src / "t10k-labels-idx1-ubyte.gz", idx_bytes({10000}, 3));
+  const auto opts = simmim::FashionMnistOptions().source_dir(src.string()).cache_dir(cache.string());
+  auto data = simmim::load_fashion_mnist(false, opts);
+  REQUIRE(data.images.sizes() == torch::IntArrayRef({10000, 1, 28, 28}));
+  REQUIRE(data.labels[9999].item<int64_t>() == (3 + 9999) % 10);
+  const fs::path cached = cache / "t10k-images-idx3-ubyte";
+  std::string bytes = slurp(cached);
+  REQUIRE(simmim::verify_checksum_trailer(bytes.data(), bytes.size()) == simmim::ChecksumStatus::kOk);
+
+  // A truncated cache is never read as 10000 images with a zero tail: it is rebuilt from the source.
+  std::ofstream(cached, std::ios::binary | std::ios::trunc).write(bytes.data(), 5000);
+  auto again = simmim::load_fashion_mnist(false, opts);
+  REQUIRE(torch::equal(again.images, data.images));
+  REQUIRE(slurp(cached) == bytes);
+  // One flipped byte in the cache: rebuilt too.
+  bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 1);
+  std::ofstream(cached, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE(torch::equal(simmim::load_fashion_mnist(false, opts).images, data.images));
+
+  // A plain-text file named .gz: an error naming it, and nothing cached, so restoring the file fixes it.
+  fs::remove_all(cache);
+  { std::ofstream(src / "t10k-labels-idx1-ubyte.gz") << "404 Not Found\n"; }
+  REQUIRE_THROWS_WITH(simmim::load_fashion_mnist(false, opts),
+                      ContainsSubstring("simmim::load_fashion_mnist: gz must be a valid gzip file; got '" +
+                                        (src / "t10k-labels-idx1-ubyte.gz").string() + "' (not gzip-compressed)"));
+  REQUIRE_FALSE(fs::exists(cache / "t10k-labels-idx1-ubyte"));
+  // A real gzip holding the wrong thing (a truncated IDX): also refused before caching.
+  const std::string short_labels = idx_bytes({10000}, 3).substr(0, 4000);
+  write_gz(src / "t10k-labels-idx1-ubyte.gz", short_labels);
+  REQUIRE_THROWS_WITH(simmim::load_fashion_mnist(false, opts),
+                      ContainsSubstring("whose data is as long as its sizes say"));
+  REQUIRE_FALSE(fs::exists(cache / "t10k-labels-idx1-ubyte"));
+  write_gz(src / "t10k-labels-idx1-ubyte.gz", idx_bytes({10000}, 3));
+  REQUIRE(torch::equal(simmim::load_fashion_mnist(false, opts).labels, data.labels));
+  // Labels outside 0..9 and shapes that are not Fashion-MNIST's.
+  write_gz(src / "t10k-labels-idx1-ubyte.gz", idx_bytes({9999}, 3));
+  fs::remove_all(cache);
+  REQUIRE_THROWS_WITH(simmim::load_fashion_mnist(false, opts),
+                      ContainsSubstring("file must be Fashion-MNIST's t10k-labels-idx1-ubyte [10000]"));
+}
+
+TEST_CASE("image decoding: absurd sizes and garbage are clear errors", "[train][image]") {
+  // A BMP header claiming 100000 x 100000 pixels.
+  std::string bmp(54, '\0');
+  bmp[0] = 'B';
+  bmp[1] = 'M';
+  auto put32 = [&](size_t at, uint32_t v) {
+    for (int i = 0; i < 4; ++i) bmp[at + i] = static_cast<char>((v >> (8 * i)) & 0xFF);
+  };
+  put32(2, 54);
+  put32(10, 54);
+  put32(14, 40);
+  put32(18, 100000);
+  put32(22, 100000);
+  bmp[26] = 1;
+  bmp[28] = 24;
+  REQUIRE_THROWS_WITH(simmim::decode_image(bmp.data(), bmp.size(), 3, "huge.bmp"),
+                      ContainsSubstring("simmim::decode_image: path must be an image of at most 268435456 pixels; "
+                                        "got 'huge.bmp' claiming 100000x100000"));
+  REQUIRE_THROWS_WITH(simmim::decode_image("not an image", 12, 3, "x.png"),
+                      ContainsSubstring("path must be an image stb_image can decode"));
+  const auto dir = scratch_dir("badimg");
+  { std::ofstream(dir / "x.png") << "not an image"; }
+  REQUIRE_THROWS_WITH(simmim::read_image((dir / "x.png").string()),
+                      ContainsSubstring("simmim::read_image: path must be an image stb_image can decode"));
+  REQUIRE_THROWS_WITH(simmim::read_image((dir / "none.png").string()),
+                      ContainsSubstring("simmim::read_image: path must be an existing readable file"));
+}
+
 TEST_CASE("PNG write and image read round-trip", "[train][image]") {
   const auto dir = scratch_dir("png");
   auto rgb = random_u8({3, 5, 7}, 1);
@@ -264,4 +383,17 @@ TEST_CASE("batch loader: same batches whatever the workers, resumable, every ite
   REQUIRE_NOTHROW(bad.next());
   REQUIRE_THROWS_WITH(bad.next(), ContainsSubstring("broken item"));
   REQUIRE_THROWS_AS(simmim::BatchLoader(N, fn, simmim::BatchLoaderOptions().batch_size(0)), c10::ValueError);
+}
+
+TEST_CASE("a CUDA device on a CPU-only LibTorch is a clear error", "[train][device]") {
+  REQUIRE(simmim::resolve_device("cpu") == c10::Device(c10::kCPU));
+  REQUIRE_THROWS_WITH(simmim::resolve_device("tpu"), ContainsSubstring("device must be auto, cpu, cuda or cuda:<index>"));
+  if (at::hasCUDA()) SKIP("this LibTorch has CUDA");
+  REQUIRE_THROWS_WITH(simmim::resolve_device("cuda:0"),
+                      ContainsSubstring("simmim::resolve_device: device must be auto or cpu: this LibTorch is a "
+                                        "CPU-only build"));
+  REQUIRE(simmim::resolve_device("auto") == c10::Device(c10::kCPU));
+  REQUIRE_THROWS_WITH(simmim::SimMIMMask().generate(2, c10::nullopt, c10::Device(c10::kCUDA, 0)),
+                      ContainsSubstring("simmim::SimMIMMask: device must be a device this LibTorch can use (it is a "
+                                        "CPU-only build: use cpu); got cuda:0"));
 }

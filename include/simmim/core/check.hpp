@@ -4,6 +4,7 @@
 // catch them the way they already do.
 
 #include <c10/util/Exception.h>
+#include <ATen/Context.h>
 #include <torch/types.h>
 
 #include <sstream>
@@ -36,7 +37,26 @@ inline std::string describe(const at::Tensor& t) {
   return os.str();
 }
 
+// Whether an enum value (possibly made by a cast from an int, or read from a file) is one of the `count`
+// enumerators 0..count-1 of a sequential enum.
+template <class E>
+constexpr bool enum_in_range(E value, int count) {
+  const auto v = static_cast<long long>(value);
+  return v >= 0 && v < count;
+}
+
 SIMMIM_NAMESPACE_END
+
+// SIMMIM_CHECK_ENUM(value, count, type, api, arg, expected): an out-of-range enum value is a
+// c10::ValueError "<api>: <arg> must be <expected>; got <type>(<int>)", not an internal assertion later.
+#define SIMMIM_CHECK_ENUM(value, count, type, api, arg, expected)                                          \
+  SIMMIM_CHECK_VALUE(::simmim::enum_in_range((value), (count)), api, arg, expected, type "(",               \
+                     static_cast<long long>(value), ")")
+
+// SIMMIM_CHECK_HAS_DATA(tensor, api, arg): a meta tensor (shape only, no data) is a clear error.
+#define SIMMIM_CHECK_HAS_DATA(tensor, api, arg)                                                              \
+  SIMMIM_CHECK(!(tensor).defined() || !(tensor).is_meta(), api, arg,                                         \
+               "a tensor with data on the CPU or a GPU (a meta tensor has only a shape)", ::simmim::describe(tensor))
 
 // SIMMIM_CHECK(cond, api, arg, expected, got...): user error -> c10::Error with
 // "<api>: <arg> must be <expected>; got <got>".
@@ -51,3 +71,20 @@ SIMMIM_NAMESPACE_END
 #define SIMMIM_CHECK_DIM(tensor, ndim, api, arg, layout)                                        \
   SIMMIM_CHECK((tensor).defined() && (tensor).dim() == (ndim), api, arg,                        \
                "a " #ndim "-D tensor " layout, ::simmim::describe(tensor))
+
+SIMMIM_NAMESPACE_BEGIN
+
+// Errors unless `device` is one this LibTorch build and machine can use: a CUDA device on a CPU-only
+// LibTorch, or an index past the device count, is a simmim error instead of LibTorch's lazy-init one.
+inline void check_device_available(c10::Device device, const char* api, const char* arg) {
+  if (device.is_cpu() || device.is_meta()) return;
+  if (device.is_cuda()) {
+    SIMMIM_CHECK(at::hasCUDA(), api, arg, "a device this LibTorch can use (it is a CPU-only build: use cpu)",
+                 device);
+    const auto n = static_cast<int64_t>(at::getNumGPUs());
+    SIMMIM_CHECK(!device.has_index() || device.index() < n, api, arg,
+                 "a CUDA device below the device count " + std::to_string(n), device);
+  }
+}
+
+SIMMIM_NAMESPACE_END

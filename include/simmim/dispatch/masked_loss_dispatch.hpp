@@ -36,6 +36,7 @@ inline at::Tensor masked_loss(const at::Tensor& pred, const at::Tensor& target, 
                               const MaskedLossOptions& options, const char* api) {
   const MaskedLossProblem pb = make_masked_loss_problem(pred, target, mask, options, api);
   const Backend chosen = resolve_masked_loss_backend(pb, options.backend(), api);
+  if (chosen != Backend::kFusedCPU) check_mask_weights(pb.mask, api);  // the fused CPU pass checks as it sums
   if (chosen == Backend::kReference) return masked_loss_reference(pb, api);
   const bool want_grad = at::GradMode::is_enabled() && (pred.requires_grad() || target.requires_grad());
   return FusedMaskedLoss::apply(pred, target, mask, &pb, chosen, want_grad, api);

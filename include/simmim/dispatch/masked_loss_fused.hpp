@@ -12,6 +12,7 @@
 #include <torch/csrc/autograd/graph_task.h>
 
 #include <memory>
+#include <vector>
 
 #include "simmim/dispatch/backend.hpp"
 #include "simmim/dispatch/dispatch_macros.hpp"
@@ -55,6 +56,10 @@ inline MaskedLossParams masked_loss_params(const MaskedLossProblem& pb, const at
   return P;
 }
 
+// The CPU glue instantiates the kernel's templates, so it lives in the kernel's ISA namespace too (see
+// kernels/cpu/masked_loss_cpu.hpp): a copy compiled under -mavx2 never stands in for a baseline one.
+inline namespace SIMMIM_CPU_ISA_NAMESPACE {
+
 // The fused CPU forward. Inputs whose rows are neither planar (NCHW-like) nor interleaved (channels-last,
 // contiguous tokens) are copied once; the mask is only converted at patch resolution.
 inline FusedLossForward masked_loss_fused_cpu(const MaskedLossProblem& pb, bool want_grad, const char* api) {
@@ -84,10 +89,17 @@ inline FusedLossForward masked_loss_fused_cpu(const MaskedLossProblem& pb, bool 
   const at::Tensor weights = pb.mask3.to(at::toOpMathType(pred.scalar_type()));
   const auto f64 = pred.options().dtype(at::kDouble);
   at::Tensor weight_sums = at::empty({B}, f64);
+  std::vector<int64_t> bad_weights(static_cast<size_t>(B), 0);
   AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), "simmim::masked_weight_sums_cpu", [&] {
     kernels::cpu::masked_weight_sums_cpu<scalar_t>(weights.data_ptr<scalar_t>(), weights.strides().data(), B,
-                                                   weights.size(1), weights.size(2), weight_sums.data_ptr<double>());
+                                                   weights.size(1), weights.size(2), weight_sums.data_ptr<double>(),
+                                                   bad_weights.data());
   });
+  for (int64_t b = 0; b < B; ++b) {
+    SIMMIM_CHECK(bad_weights[static_cast<size_t>(b)] == 0, api, "mask", "non-negative weights (0 = visible)",
+                 bad_weights[static_cast<size_t>(b)], " negative or NaN weight(s) in sample ", b, " of ",
+                 describe(pb.mask));
+  }
   const at::Tensor den = pb.denominator(weight_sums * static_cast<double>(pb.units_per_cell));
   const at::Tensor grad_scale = pb.grad_scale(den);
   at::Tensor loss_sums = at::empty({B}, f64);
@@ -102,6 +114,8 @@ inline FusedLossForward masked_loss_fused_cpu(const MaskedLossProblem& pb, bool 
   });
   return {pb.finish(loss_sums, den), grad.defined() ? pb.from_view(grad) : grad};
 }
+
+}  // inline namespace SIMMIM_CPU_ISA_NAMESPACE
 
 // The fused forward of `backend` (kFusedCPU or kFusedCUDA, already checked available).
 inline FusedLossForward masked_loss_fused_forward(const MaskedLossProblem& pb, Backend backend, bool want_grad,

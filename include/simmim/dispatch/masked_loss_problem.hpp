@@ -11,6 +11,7 @@
 
 #include "simmim/core/check.hpp"
 #include "simmim/core/shape.hpp"
+#include "simmim/core/value_checks.hpp"
 #include "simmim/dispatch/masked_loss_options.hpp"
 #include "simmim/kernels/masked_loss_params.hpp"
 
@@ -79,6 +80,16 @@ inline bool is_supported_loss_dtype(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
 
+// The value check of the mask: weights must be non-negative (a negative weight makes the loss negative) and
+// not NaN. It reads the mask, so it runs where that is free (CPU tensors) and elsewhere only under
+// value_checks() (STYLE.md rule 10). The fused CPU pass makes it while summing the weights instead.
+inline void check_mask_weights(const at::Tensor& mask, const char* api) {
+  if (mask.scalar_type() == at::kBool || mask.scalar_type() == at::kByte || !check_values_of(mask)) return;
+  const int64_t bad = mask.detach().ge(0).logical_not().sum().item<int64_t>();
+  SIMMIM_CHECK(bad == 0, api, "mask", "non-negative weights (0 = visible)", bad, " negative or NaN weight(s) in ",
+               describe(mask));
+}
+
 // Validates the arguments (each failure names `api`, the argument, what was expected and what arrived)
 // and builds the problem.
 inline MaskedLossProblem make_masked_loss_problem(const at::Tensor& pred, const at::Tensor& target,
@@ -99,11 +110,14 @@ inline MaskedLossProblem make_masked_loss_problem(const at::Tensor& pred, const 
                                   at::isFloatingType(mask.scalar_type())),
                api, "mask", "a bool, integer (uint8, int32, int64, ...) or floating-point (weights) tensor",
                describe(mask));
+  SIMMIM_CHECK_HAS_DATA(pred, api, "pred");
   SIMMIM_CHECK(mask.device() == pred.device(), api, "mask", "on pred's device " + pred.device().str(), describe(mask));
   SIMMIM_CHECK_VALUE(is_valid(options.kind()), api, "options.kind", "LossKind::kL1, kL2 or kSmoothL1",
                      "LossKind(" + std::to_string(static_cast<int>(options.kind())) + ")");
   SIMMIM_CHECK_VALUE(is_valid(options.reduction()), api, "options.reduction", "LossReduction::kMean or kPerSample",
                      "LossReduction(" + std::to_string(static_cast<int>(options.reduction())) + ")");
+  SIMMIM_CHECK_ENUM(options.backend(), 4, "Backend", api, "options.backend",
+                    "Backend::kAuto, kReference, kFusedCPU or kFusedCUDA");
   SIMMIM_CHECK_VALUE(options.patch_size() > 0, api, "options.patch_size", "positive", options.patch_size());
   SIMMIM_CHECK_VALUE(std::isfinite(options.eps()) && options.eps() >= 0, api, "options.eps", "finite and >= 0", options.eps());
   SIMMIM_CHECK_VALUE(std::isfinite(options.norm_eps()) && options.norm_eps() >= 0, api, "options.norm_eps", "finite and >= 0",

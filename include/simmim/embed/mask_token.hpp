@@ -10,6 +10,7 @@
 #include "simmim/core/check.hpp"
 #include "simmim/core/init.hpp"
 #include "simmim/core/shape.hpp"
+#include "simmim/core/value_checks.hpp"
 #include "simmim/embed/token_index.hpp"
 
 SIMMIM_NAMESPACE_BEGIN
@@ -48,8 +49,18 @@ class MaskTokenMixerImpl : public torch::nn::Cloneable<MaskTokenMixerImpl> {
         api, "tokens",
         "[B, L, D] with L = " + std::to_string(grid.area()) + ", D = " + std::to_string(options.embed_dim()),
         describe(tokens));
-    const at::Tensor w =
-        flatten_token_mask(mask, tokens.size(0), grid, api).to(tokens.device(), tokens.scalar_type()).unsqueeze(-1);
+    SIMMIM_CHECK_HAS_DATA(tokens, api, "tokens");
+    at::Tensor m = flatten_token_mask(mask, tokens.size(0), grid, api);
+    // uint8 is a boolean mask (nonzero = masked), never a weight of 255.
+    if (m.scalar_type() == at::kByte) m = m.ne(0);
+    if (at::isFloatingType(m.scalar_type()) && check_values_of(m)) {
+      // A weight outside [0, 1] extrapolates past the token (x * (1 - w) + token * w) instead of mixing.
+      const at::Tensor d = m.detach();
+      const int64_t bad = d.ge(0).logical_and(d.le(1)).logical_not().sum().item<int64_t>();
+      SIMMIM_CHECK(bad == 0, api, "mask", "weights in [0, 1] (or a bool mask)", bad,
+                   " weight(s) outside [0, 1] or NaN in ", describe(mask));
+    }
+    const at::Tensor w = m.to(tokens.device(), tokens.scalar_type()).unsqueeze(-1);
     return tokens * (1 - w) + mask_token * w;
   }
 

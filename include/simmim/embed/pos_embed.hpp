@@ -77,6 +77,7 @@ class PositionEmbeddingImpl : public torch::nn::Cloneable<PositionEmbeddingImpl>
 
   void reset() override {
     constexpr const char* api = "simmim::PositionEmbedding";
+    SIMMIM_CHECK_ENUM(options.kind(), 3, "PosEmbedKind", api, "kind", "PosEmbedKind::kLearned, kSinCos or kNone");
     SIMMIM_CHECK_VALUE(options.embed_dim() > 0, api, "embed_dim", "positive", options.embed_dim());
     SIMMIM_CHECK_VALUE(options.grid().h > 0 && options.grid().w > 0, api, "grid", "positive", options.grid());
     const int64_t rows = options.grid().area() + (options.cls_token() ? 1 : 0);

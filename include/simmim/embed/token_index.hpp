@@ -9,6 +9,7 @@
 
 #include "simmim/core/check.hpp"
 #include "simmim/core/shape.hpp"
+#include "simmim/core/value_checks.hpp"
 
 SIMMIM_NAMESPACE_BEGIN
 
@@ -48,7 +49,8 @@ inline void check_token_ids(const at::Tensor& ids_keep, const at::Tensor& ids_re
                api, "ids_restore",
                "an int64 tensor [B, L] = [" + std::to_string(batch) + ", " + std::to_string(num_tokens) + "]",
                describe(ids_restore));
-  if (batch == 0) return;
+  // The rest reads the ids: free on the CPU, a host-device sync per step elsewhere (value_checks()).
+  if (batch == 0 || !check_values_of(ids_restore) || !check_values_of(ids_keep)) return;
   const at::Tensor iota = at::arange(num_tokens, ids_restore.options()).expand_as(ids_restore);
   SIMMIM_CHECK(std::get<0>(at::sort(ids_restore, 1)).equal(iota), api, "ids_restore",
                "a permutation of 0..L-1 in every row", "a row that is not");

@@ -61,6 +61,7 @@ class AttentionImpl : public torch::nn::Cloneable<AttentionImpl> {
   void reset() override {
     constexpr const char* api = "simmim::Attention";
     SIMMIM_CHECK_VALUE(options.num_heads() > 0, api, "num_heads", "positive", options.num_heads());
+    SIMMIM_CHECK_ENUM(options.backend(), 2, "AttentionBackend", api, "backend", "AttentionBackend::kAuto or kMath");
     SIMMIM_CHECK_VALUE(options.dim() > 0 && options.dim() % options.num_heads() == 0, api, "dim",
                        "a positive multiple of num_heads = " + std::to_string(options.num_heads()), options.dim());
     qkv = register_module(

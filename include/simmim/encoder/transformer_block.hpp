@@ -161,6 +161,8 @@ enum class WeightInit {
 // and, for kXavier, to every Conv2d as MAE does to its patch projection. Uses the global generator, like LibTorch's own
 // module init (torch::manual_seed makes it reproducible).
 inline void init_transformer_weights(torch::nn::Module& module, WeightInit scheme) {
+  SIMMIM_CHECK_ENUM(scheme, 2, "WeightInit", "simmim::init_transformer_weights", "scheme",
+                    "WeightInit::kTruncNormal or kXavier");
   torch::NoGradGuard no_grad;
   for (auto& child : module.modules(/*include_self=*/false)) {  // self is not in a shared_ptr during reset()
     if (auto* linear = child->as<torch::nn::Linear>()) {

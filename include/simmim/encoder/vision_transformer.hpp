@@ -104,6 +104,10 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
     constexpr const char* api = "simmim::VisionTransformer";
     const auto& o = options;
     SIMMIM_CHECK_VALUE(o.depth() >= 0, api, "depth", ">= 0", o.depth());
+    SIMMIM_CHECK_ENUM(o.pool(), 2, "FeaturePool", api, "pool", "FeaturePool::kMean or kCls");
+    SIMMIM_CHECK_ENUM(o.pos_embed(), 3, "PosEmbedKind", api, "pos_embed", "PosEmbedKind::kLearned, kSinCos or kNone");
+    SIMMIM_CHECK_ENUM(o.weight_init(), 2, "WeightInit", api, "weight_init", "WeightInit::kTruncNormal or kXavier");
+    SIMMIM_CHECK_ENUM(o.attention(), 2, "AttentionBackend", api, "attention", "AttentionBackend::kAuto or kMath");
     SIMMIM_CHECK_VALUE(o.drop_path_rate() >= 0.0 && o.drop_path_rate() < 1.0, api, "drop_path_rate", "in [0, 1)",
                        o.drop_path_rate());
     SIMMIM_CHECK_VALUE(o.pool() != FeaturePool::kCls || o.cls_token(), api, "pool",
@@ -169,15 +173,18 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
   at::Tensor forward_visible(const at::Tensor& images, const at::Tensor& ids_keep) {
     constexpr const char* api = "simmim::VisionTransformer::forward_visible";
     at::Tensor x = embed(images, api);
+    SIMMIM_CHECK_HAS_DATA(ids_keep, api, "ids_keep");
     SIMMIM_CHECK(ids_keep.defined() && ids_keep.dim() == 2 && ids_keep.size(0) == x.size(0) && ids_keep.size(1) >= 1 &&
                      ids_keep.size(1) <= grid_.area() && ids_keep.scalar_type() == at::kLong,
                  api, "ids_keep",
                  "an int64 tensor [B, len_keep] with B = " + std::to_string(x.size(0)) +
                      ", 1 <= len_keep <= L = " + std::to_string(grid_.area()),
                  describe(ids_keep));
-    SIMMIM_CHECK(ids_keep.min().item<int64_t>() >= 0 && ids_keep.max().item<int64_t>() < grid_.area(), api, "ids_keep",
-                 "token indices in [0, " + std::to_string(grid_.area()) + ")", "min ", ids_keep.min().item<int64_t>(),
-                 ", max ", ids_keep.max().item<int64_t>());
+    if (check_values_of(ids_keep)) {  // reading min/max back syncs a GPU: there only under value_checks()
+      const int64_t lo = ids_keep.min().item<int64_t>(), hi = ids_keep.max().item<int64_t>();
+      SIMMIM_CHECK(lo >= 0 && hi < grid_.area(), api, "ids_keep",
+                   "token indices in [0, " + std::to_string(grid_.area()) + ")", "min ", lo, ", max ", hi);
+    }
     x = gather_tokens(pos->add_to_patches(x), ids_keep.to(x.device()));
     return run_blocks(pos->prepend_cls(x));
   }
@@ -224,6 +231,8 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
                  "[B, " + std::to_string(options.in_chans()) + ", " + std::to_string(img.h) + ", " +
                      std::to_string(img.w) + "] (in_chans, img_size)",
                  describe(images));
+    SIMMIM_CHECK_HAS_DATA(images, api, "images");
+    SIMMIM_CHECK(images.size(0) > 0, api, "images", "a non-empty batch", describe(images));
     return patch_embed(images).tokens;
   }
 

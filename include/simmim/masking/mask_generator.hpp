@@ -7,6 +7,7 @@
 #include <ATen/core/Generator.h>
 #include <c10/util/Optional.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 
@@ -21,6 +22,9 @@ SIMMIM_NAMESPACE_BEGIN
 
 class MaskGenerator {
  public:
+  // The most mask cells (batch * h * w) one generate() call draws: 2^30 (their int64 ids take 8 GiB).
+  static constexpr int64_t kMaxMaskCells = int64_t{1} << 30;
+
   virtual ~MaskGenerator() = default;
 
   // Masks for a whole batch: mask [B, h, w] bool (true = masked) plus ids_keep / ids_restore where the
@@ -29,6 +33,13 @@ class MaskGenerator {
   MaskBatch generate(int64_t batch_size, c10::optional<at::Generator> gen = c10::nullopt,
                      at::Device device = at::kCPU) const {
     SIMMIM_CHECK_VALUE(batch_size > 0, api_, "batch_size", "positive (an empty batch has no masks)", batch_size);
+    // Checked before anything is allocated: an absurd batch is an error here, not std::bad_alloc later.
+    const int64_t max_batch = std::max<int64_t>(1, kMaxMaskCells / grid_.area());
+    SIMMIM_CHECK_VALUE(batch_size <= max_batch, api_, "batch_size",
+                       "at most " + std::to_string(max_batch) + " for a " + c10::str(grid_) + " grid (" +
+                           std::to_string(kMaxMaskCells) + " mask cells per call)",
+                       batch_size);
+    check_device_available(device, api_, "device");
     at::Generator g = resolve_generator(gen, api_);
     MaskBatch out = draw(batch_size, g);
     TORCH_INTERNAL_ASSERT(out.mask.defined() && out.mask.scalar_type() == at::kBool &&

@@ -37,9 +37,11 @@ struct MaskRect {
   int64_t width = 0;
 
   int64_t area() const { return height * width; }
-  // Non-empty and inside a grid of `grid` cells.
+  // Non-empty and inside a grid of `grid` cells. Written without top + height, which wraps for a huge
+  // height and would let the rectangle pass.
   bool inside(Size2d grid) const {
-    return top >= 0 && left >= 0 && height > 0 && width > 0 && top + height <= grid.h && left + width <= grid.w;
+    return top >= 0 && left >= 0 && height > 0 && width > 0 && height <= grid.h && width <= grid.w &&
+           top <= grid.h - height && left <= grid.w - width;
   }
   bool operator==(const MaskRect& o) const {
     return top == o.top && left == o.left && height == o.height && width == o.width;

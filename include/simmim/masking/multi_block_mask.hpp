@@ -37,11 +37,19 @@ class MultiBlockMask final : public MaskGenerator {
   using Options = MultiBlockMaskOptions;
   static constexpr const char* kName = "multiblock";
   static constexpr const char* kApi = "simmim::MultiBlockMask";
+  // The most blocks a small grid accepts (see the constructor).
+  static constexpr int64_t kMinBlockBound = 16;
 
   explicit MultiBlockMask(Options options = Options())
       : MaskGenerator(kApi, {options.input_size(), options.patch_size()}), options_(options) {
     const auto& o = options;
-    SIMMIM_CHECK_VALUE(o.num_blocks() >= 1, kApi, "num_blocks", "at least 1", o.num_blocks());
+    // More blocks than patches add nothing but work; the bound keeps a typo ("blocks=40000000") from
+    // running for minutes or exhausting memory. Tiny grids may still overlap up to kMinBlockBound blocks.
+    const int64_t most = std::max(grid().area(), kMinBlockBound);
+    SIMMIM_CHECK_VALUE(o.num_blocks() >= 1 && o.num_blocks() <= most, kApi, "num_blocks",
+                       "in [1, " + std::to_string(most) + "] (the patches of the " + c10::str(grid()) +
+                           " grid, or " + std::to_string(kMinBlockBound) + " on smaller grids)",
+                       o.num_blocks());
     SIMMIM_CHECK_VALUE(o.scale_min() > 0.0 && o.scale_min() <= 1.0, kApi, "scale_min", "in (0, 1]", o.scale_min());
     SIMMIM_CHECK_VALUE(o.scale_max() >= o.scale_min() && o.scale_max() <= 1.0, kApi, "scale_max",
                        "in [scale_min, 1] = [" + detail::format_double(o.scale_min()) + ", 1]", o.scale_max());

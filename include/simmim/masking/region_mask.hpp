@@ -5,6 +5,7 @@
 
 #include <torch/arg.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -41,9 +42,15 @@ class RegionMask final : public MaskGenerator {
 
   explicit RegionMask(Options options = Options())
       : MaskGenerator(kApi, {options.input_size(), options.patch_size()}), options_(options) {
+    SIMMIM_CHECK_ENUM(options.units(), 2, "RegionUnits", kApi, "units", "RegionUnits::kPatches or kPixels");
     const bool pixels = options.units() == RegionUnits::kPixels;
     const Size2d bounds = pixels ? options.input_size() : grid();
     SIMMIM_CHECK_VALUE(!options.boxes().empty(), kApi, "boxes", "at least one rectangle", "none");
+    // Each box covers at least one patch: more boxes than patches only repeat work.
+    SIMMIM_CHECK_VALUE(static_cast<int64_t>(options.boxes().size()) <= grid().area(), kApi, "boxes",
+                       "at most " + std::to_string(grid().area()) + " rectangles (the patches of the " +
+                           c10::str(grid()) + " grid)",
+                       options.boxes().size());
     at::Tensor mask = at::zeros({1, grid().h, grid().w}, at::kBool);
     for (const MaskRect& box : options.boxes()) {
       SIMMIM_CHECK_VALUE(box.inside(bounds), kApi, "each box",
@@ -104,8 +111,9 @@ class RegionMask final : public MaskGenerator {
     bool ok = true;
     for (int i = 0; i < 4 && ok; ++i) {
       char* end = nullptr;
+      errno = 0;
       f[i] = std::strtoll(s, &end, 10);
-      ok = end != s && *end == (i < 3 ? ':' : '\0');
+      ok = end != s && errno != ERANGE && *end == (i < 3 ? ':' : '\0');
       s = end + 1;
     }
     SIMMIM_CHECK_VALUE(ok, kApi, where, "top:left:height:width (four integers)", "'", v, "'");

@@ -13,6 +13,7 @@
 
 #include "simmim/core/check.hpp"
 #include "simmim/core/patchify.hpp"
+#include "simmim/core/value_checks.hpp"
 #include "simmim/decoder/mae_decoder.hpp"
 #include "simmim/embed/token_index.hpp"
 #include "simmim/encoder/vision_transformer.hpp"
@@ -103,6 +104,10 @@ class MAEImpl : public torch::nn::Cloneable<MAEImpl> {
     if (!masks.has_ids()) {
       const at::Tensor& mask = masks.mask;
       const Size2d grid = encoder->grid();
+      SIMMIM_CHECK(images.defined() && images.dim() == 4, api, "images", "[B, C, H, W]", describe(images));
+      SIMMIM_CHECK_HAS_DATA(images, api, "images");
+      SIMMIM_CHECK_HAS_DATA(mask, api, "mask");
+      SIMMIM_CHECK(images.size(0) > 0, api, "images", "a non-empty batch [B, C, H, W] with B >= 1", describe(images));
       SIMMIM_CHECK(mask.dim() == 3 && mask.size(1) == grid.h && mask.size(2) == grid.w &&
                        (mask.scalar_type() == at::kBool || mask.scalar_type() == at::kByte),
                    api, "mask",
@@ -111,6 +116,8 @@ class MAEImpl : public torch::nn::Cloneable<MAEImpl> {
       return forward(images, mask_batch_from_mask(mask.to(at::kBool)));
     }
     SIMMIM_CHECK(images.defined() && images.dim() == 4, api, "images", "[B, C, H, W]", describe(images));
+    SIMMIM_CHECK_HAS_DATA(images, api, "images");
+    SIMMIM_CHECK(images.size(0) > 0, api, "images", "a non-empty batch [B, C, H, W] with B >= 1", describe(images));
     const Size2d grid = encoder->grid();
     const int64_t B = images.size(0), L = grid.area(), p = options.encoder().patch_size();
     check_token_ids(masks.ids_keep, masks.ids_restore, B, L, api);
@@ -119,9 +126,13 @@ class MAEImpl : public torch::nn::Cloneable<MAEImpl> {
     // The mask the encoder actually saw: slot ids_restore[l] >= len_keep held a mask token.
     const at::Tensor flat_mask = ids_restore.ge(len_keep);
     if (masks.mask.defined()) {
-      SIMMIM_CHECK(
-          masks.mask.numel() == B * L && masks.mask.reshape({B, L}).to(flat_mask.device()).ne(0).equal(flat_mask), api,
-          "masks.mask", "the mask its ids_restore implies (ids_restore >= len_keep)", describe(masks.mask));
+      SIMMIM_CHECK(masks.mask.numel() == B * L, api, "masks.mask", "[B, h, w] = " + shape_str({B, grid.h, grid.w}),
+                   describe(masks.mask));
+      // Comparing the values reads them back: on a GPU only under value_checks() (a sync per step).
+      if (check_values_of(masks.mask) && check_values_of(ids_restore)) {
+        SIMMIM_CHECK(masks.mask.reshape({B, L}).to(flat_mask.device()).ne(0).equal(flat_mask), api, "masks.mask",
+                     "the mask its ids_restore implies (ids_restore >= len_keep)", describe(masks.mask));
+      }
     }
     const at::Tensor latent = encoder->forward_visible(images, masks.ids_keep);
     const at::Tensor pred = decoder(latent, ids_restore);  // [B, L, p*p*C]

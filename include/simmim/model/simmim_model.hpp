@@ -84,6 +84,7 @@ class SimMIMImpl : public torch::nn::Cloneable<SimMIMImpl> {
 
   void reset() override {
     constexpr const char* api = "simmim::SimMIM";
+    SIMMIM_CHECK_ENUM(options.head(), 2, "HeadKind", api, "head", "HeadKind::kLinear or kConv");
     if (!custom_encoder_) {
       VisionTransformer vit(options.encoder());
       encoder_ = vit.ptr();
@@ -130,6 +131,9 @@ class SimMIMImpl : public torch::nn::Cloneable<SimMIMImpl> {
                  "[B, " + std::to_string(C) + ", H, W] with H, W divisible by the encoder's stride " +
                      std::to_string(s) + " and patch size " + std::to_string(p),
                  describe(images));
+    SIMMIM_CHECK_HAS_DATA(images, api, "images");
+    SIMMIM_CHECK_HAS_DATA(mask, api, "mask");
+    SIMMIM_CHECK(images.size(0) > 0, api, "images", "a non-empty batch [B, C, H, W] with B >= 1", describe(images));
     const int64_t B = images.size(0), h = images.size(2) / p, w = images.size(3) / p;
     SIMMIM_CHECK(mask.defined() && mask.dim() == 3 && mask.size(0) == B && mask.size(1) == h && mask.size(2) == w, api,
                  "mask",

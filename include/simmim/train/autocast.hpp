@@ -92,6 +92,7 @@ class AutocastGuard {
  public:
   AutocastGuard(c10::DeviceType device, Precision precision) : device_(device) {
     constexpr const char* api = "simmim::AutocastGuard";
+    SIMMIM_CHECK_ENUM(precision, 3, "Precision", api, "precision", "Precision::kFloat32, kBFloat16 or kFloat16");
     if (precision == Precision::kFloat32) return;
     SIMMIM_CHECK_VALUE(device == c10::DeviceType::CUDA || device == c10::DeviceType::CPU, api, "device",
                        "cuda or cpu", c10::DeviceTypeName(device));

@@ -3,6 +3,10 @@
 // atomically (temp file + rename: a run killed while saving keeps its previous checkpoint), so that a
 // resumed run continues the same loss curve bit for bit. Also reads back one submodule (e.g. the
 // encoder of a pretraining model) for linear probes and fine-tuning.
+// The file is LibTorch's zip archive followed by simmim's checksum trailer (core/checksum.hpp): the CRC is
+// computed as the archive streams to disk and verified in one pass over the bytes read back, so flipped
+// bytes, truncation and foreign files are errors naming the file, before anything is loaded. Loading
+// checks every saved tensor's shape and dtype against the module's before it changes anything.
 
 #include <torch/cuda.h>
 #include <torch/nn/module.h>
@@ -21,6 +25,7 @@
 #include <vector>
 
 #include "simmim/core/check.hpp"
+#include "simmim/core/checksum.hpp"
 #include "simmim/train/atomic_file.hpp"
 #include "simmim/train/loss_scaler.hpp"
 #include "simmim/train/lr_schedule.hpp"
@@ -45,7 +50,8 @@ struct CheckpointParts {
 
 namespace detail {
 
-inline constexpr int64_t kCheckpointFormat = 1;
+// 2: the archive is followed by the checksum trailer (format 1 had none and is not read).
+inline constexpr int64_t kCheckpointFormat = 2;
 
 inline at::Tensor generator_state(at::Generator gen) {
   std::lock_guard<std::mutex> lock(gen.mutex());
@@ -103,22 +109,83 @@ inline void save_checkpoint(const std::string& path, const CheckpointParts& part
     root.write("rng", a);
   }
 
-  write_file_atomically(path, api, [&](const std::string& tmp) { root.save_to(tmp); });
+  write_file_atomically(path, api, [&](const std::string& tmp) {
+    CheckedFileWriter out(tmp, api, path);
+    uint32_t crc = 0;
+    uint64_t size = 0;
+    root.save_to([&](const void* data, size_t n) -> size_t {
+      out.write(data, n);
+      crc = crc32_update(crc, data, n);
+      size += n;
+      return n;
+    });
+    const auto trailer = checksum_trailer(size, crc);
+    out.write(trailer.data(), trailer.size());
+    out.finish();
+  });
 }
 
 namespace detail {
 
-inline torch::serialize::InputArchive open_checkpoint(const std::string& path, const char* api,
-                                                      c10::optional<c10::Device> device) {
-  SIMMIM_CHECK(std::filesystem::is_regular_file(path), api, "path", "an existing checkpoint file", "'" + path + "'");
+// Parses a checkpoint file's bytes (as read from `path`, named in messages): the trailer is verified first,
+// then the archive is read from memory. Every failure is a c10::Error naming `api` and the path.
+inline torch::serialize::InputArchive parse_checkpoint(const std::string& bytes, const std::string& path,
+                                                       const char* api, c10::optional<c10::Device> device) {
+  size_t payload = 0;
+  const ChecksumStatus status = verify_checksum_trailer(bytes.data(), bytes.size(), &payload);
+  SIMMIM_CHECK(status == ChecksumStatus::kOk, api, "path", "a simmim checkpoint (save_checkpoint) that is intact",
+               "'" + path + "' (" + std::to_string(bytes.size()) + " bytes): " + to_string(status));
   torch::serialize::InputArchive root;
-  root.load_from(path, device);
+  try {
+    root.load_from(bytes.data(), payload, device);
+  } catch (const c10::Error& e) {
+    // A file with a valid checksum that LibTorch cannot read was not written by save_checkpoint.
+    SIMMIM_CHECK(false, api, "path", "a simmim checkpoint (save_checkpoint)",
+                 "'" + path + "' that LibTorch cannot read (" + e.what_without_backtrace() + ")");
+  }
   c10::IValue v;
   SIMMIM_CHECK(root.try_read("format", v) && v.isInt(), api, "path", "a simmim checkpoint (save_checkpoint)",
                "'" + path + "' without a format entry");
-  SIMMIM_CHECK(v.toInt() == kCheckpointFormat, api, "the checkpoint format",
+  SIMMIM_CHECK(v.toInt() == kCheckpointFormat, api, "the format of checkpoint '" + path + "'",
                std::to_string(kCheckpointFormat), v.toInt());
   return root;
+}
+
+inline torch::serialize::InputArchive open_checkpoint(const std::string& path, const char* api,
+                                                      c10::optional<c10::Device> device) {
+  return parse_checkpoint(read_file_bytes(path, api), path, api, device);
+}
+
+// Checks that `archive` holds every parameter and buffer of `module` (recursively) with the same shape and
+// dtype, before Module::load, which would silently replace a tensor by one of another shape.
+inline void check_module_archive(torch::serialize::InputArchive& archive, torch::nn::Module& module,
+                                 const std::string& prefix, const std::string& path, const char* api) {
+  auto check = [&](const std::string& name, const at::Tensor& mine, bool is_buffer) {
+    if (!mine.defined()) return;
+    at::Tensor saved;
+    const char* what = is_buffer ? "buffer" : "parameter";
+    SIMMIM_CHECK(archive.try_read(name, saved, is_buffer), api, std::string(what) + " '" + prefix + name + "'",
+                 "in checkpoint '" + path + "' (was it saved from a model of this architecture?)", "none");
+    SIMMIM_CHECK(saved.sizes() == mine.sizes() && saved.scalar_type() == mine.scalar_type(), api,
+                 std::string(what) + " '" + prefix + name + "' of checkpoint '" + path + "'",
+                 std::string(c10::toString(mine.scalar_type())) + " " + shape_str(mine) + " (the model's)",
+                 c10::toString(saved.scalar_type()), " ", shape_str(saved));
+  };
+  for (const auto& p : module.named_parameters(/*recurse=*/false)) check(p.key(), p.value(), false);
+  for (const auto& b : module.named_buffers(/*recurse=*/false)) check(b.key(), b.value(), true);
+  for (const auto& child : module.named_children()) {
+    torch::serialize::InputArchive sub;
+    SIMMIM_CHECK(archive.try_read(child.key(), sub), api, "submodule '" + prefix + child.key() + "'",
+                 "in checkpoint '" + path + "' (was it saved from a model of this architecture?)", "none");
+    check_module_archive(sub, *child.value(), prefix + child.key() + ".", path, api);
+  }
+}
+
+// Module::load after the shape check.
+inline void load_module_checked(torch::serialize::InputArchive& archive, torch::nn::Module& module,
+                                const std::string& prefix, const std::string& path, const char* api) {
+  check_module_archive(archive, module, prefix, path, api);
+  module.load(archive);
 }
 
 }  // namespace detail
@@ -141,7 +208,7 @@ inline int64_t load_checkpoint(const std::string& path, const CheckpointParts& p
   };
   if (parts.model) {
     auto a = section("model");
-    parts.model->load(a);
+    detail::load_module_checked(a, *parts.model, "", path, api);
   }
   if (parts.optimizer) {
     auto a = section("optimizer");
@@ -209,7 +276,7 @@ inline void load_module_from_checkpoint(const std::string& path, torch::nn::Modu
     if (dot == std::string::npos) break;
     start = dot + 1;
   }
-  module.load(cur);
+  detail::load_module_checked(cur, module, submodule.empty() ? "" : submodule + ".", path, api);
 }
 
 SIMMIM_NAMESPACE_END

@@ -9,25 +9,43 @@
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
+#include <limits>
+#include <system_error>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "simmim/core/check.hpp"
 #include "simmim/core/random.hpp"
+#include "simmim/train/atomic_file.hpp"
 #include "simmim/train/batch_loader.hpp"
 #include "simmim/train/image_transform.hpp"
 
 SIMMIM_NAMESPACE_BEGIN
 
-// Decodes an image file to uint8 [channels, H, W] (channels 1 = gray, 3 = RGB: converted as needed).
-inline at::Tensor read_image(const std::string& path, int channels = 3) {
-  constexpr const char* api = "simmim::read_image";
+// The most pixels one decoded image may have (2^28, 768 MiB as RGB): a header that claims more is an absurd
+// or hostile file, refused before stb allocates for it.
+inline constexpr int64_t kMaxImagePixels = int64_t{1} << 28;
+
+// Decodes an encoded image (the bytes of a PNG, JPEG, ... file) to uint8 [channels, H, W] (channels 1 =
+// gray, 3 = RGB: converted as needed). `shown` names the file in messages.
+inline at::Tensor decode_image(const void* bytes, size_t size, int channels, const std::string& shown,
+                               const char* api = "simmim::decode_image") {
   SIMMIM_CHECK_VALUE(channels == 1 || channels == 3, api, "channels", "1 or 3", channels);
+  const char* kinds = "an image stb_image can decode (PNG, JPEG, BMP, TGA, GIF, PSD, PNM)";
+  SIMMIM_CHECK(size > 0 && size <= static_cast<size_t>(std::numeric_limits<int>::max()), api, "path", kinds,
+               "'" + shown + "' (" + std::to_string(size) + " bytes)");
+  const auto* buf = static_cast<const stbi_uc*>(bytes);
+  const int len = static_cast<int>(size);
   int w = 0, h = 0, n = 0;
-  unsigned char* data = stbi_load(path.c_str(), &w, &h, &n, channels);
-  SIMMIM_CHECK(data != nullptr, api, "path", "an image stb_image can decode (PNG, JPEG, BMP, TGA, GIF, PSD, PNM)",
-               "'" + path + "' (" + (stbi_failure_reason() ? stbi_failure_reason() : "unknown error") + ")");
+  SIMMIM_CHECK(stbi_info_from_memory(buf, len, &w, &h, &n) != 0, api, "path", kinds,
+               "'" + shown + "' (" + (stbi_failure_reason() ? stbi_failure_reason() : "unknown format") + ")");
+  SIMMIM_CHECK(w > 0 && h > 0 && int64_t{w} * h <= kMaxImagePixels, api, "path",
+               "an image of at most " + std::to_string(kMaxImagePixels) + " pixels",
+               "'" + shown + "' claiming " + std::to_string(w) + "x" + std::to_string(h));
+  unsigned char* data = stbi_load_from_memory(buf, len, &w, &h, &n, channels);
+  SIMMIM_CHECK(data != nullptr, api, "path", kinds,
+               "'" + shown + "' (" + (stbi_failure_reason() ? stbi_failure_reason() : "unknown error") + ")");
   at::Tensor out;
   try {
     out = at::from_blob(data, {h, w, channels}, at::TensorOptions().dtype(at::kByte)).permute({2, 0, 1}).clone();
@@ -39,6 +57,14 @@ inline at::Tensor read_image(const std::string& path, int channels = 3) {
   return out;
 }
 
+// Decodes an image file to uint8 [channels, H, W] (channels 1 = gray, 3 = RGB: converted as needed).
+inline at::Tensor read_image(const std::string& path, int channels = 3) {
+  constexpr const char* api = "simmim::read_image";
+  SIMMIM_CHECK_VALUE(channels == 1 || channels == 3, api, "channels", "1 or 3", channels);
+  const std::string bytes = read_file_bytes(path, api);
+  return decode_image(bytes.data(), bytes.size(), channels, path, api);
+}
+
 class ImageFolder {
  public:
   // `extensions`: lower-case suffixes of the files to take.
@@ -48,7 +74,20 @@ class ImageFolder {
     constexpr const char* api = "simmim::ImageFolder";
     namespace fs = std::filesystem;
     SIMMIM_CHECK_VALUE(channels == 1 || channels == 3, api, "channels", "1 or 3", channels);
-    SIMMIM_CHECK(fs::is_directory(root), api, "root", "a directory", "'" + root + "'");
+    std::error_code ec;
+    SIMMIM_CHECK(fs::is_directory(root, ec), api, "root", "a directory", "'" + root + "'");
+    try {
+      scan(root);
+    } catch (const fs::filesystem_error& e) {
+      SIMMIM_CHECK(false, api, "root", "a folder tree simmim can list", "'" + root + "' (" + e.what() + ")");
+    }
+    SIMMIM_CHECK(!samples_.empty(), api, "root", "a folder with images (one subfolder per class, or images directly)",
+                 "'" + root + "' with no files ending in one of the accepted extensions");
+  }
+
+ private:
+  void scan(const std::string& root) {
+    namespace fs = std::filesystem;
     std::vector<fs::path> class_dirs;
     for (const auto& e : fs::directory_iterator(root))
       if (e.is_directory()) class_dirs.push_back(e.path());
@@ -71,10 +110,9 @@ class ImageFolder {
       if (!files.empty()) classes_.push_back(".");
       for (auto& f : files) samples_.push_back({std::move(f), 0});
     }
-    SIMMIM_CHECK(!samples_.empty(), api, "root", "a folder with images (one subfolder per class, or images directly)",
-                 "'" + root + "' with no files ending in one of the accepted extensions");
   }
 
+ public:
   int64_t size() const { return static_cast<int64_t>(samples_.size()); }
   const std::vector<std::string>& classes() const { return classes_; }
   const std::string& path(int64_t i) const { return samples_.at(static_cast<size_t>(i)).path; }

@@ -101,9 +101,19 @@ inline void write_png(const std::string& path, const at::Tensor& image) {
   img = img.permute({1, 2, 0}).contiguous();  // stb wants interleaved rows
   const int h = static_cast<int>(img.size(0)), w = static_cast<int>(img.size(1)), c = static_cast<int>(img.size(2));
 
+  // Encoded in memory, then written through checked I/O: stbi_write_png ignores fwrite's result, so a full
+  // disk would report success.
+  std::string png;
+  const int ok = stbi_write_png_to_func(
+      [](void* context, void* data, int size) {
+        static_cast<std::string*>(context)->append(static_cast<const char*>(data), static_cast<size_t>(size));
+      },
+      &png, w, h, c, img.data_ptr<uint8_t>(), w * c);
+  SIMMIM_CHECK(ok != 0, api, "image", "an image stb can encode", describe(image));
   write_file_atomically(path, api, [&](const std::string& tmp) {
-    const int ok = stbi_write_png(tmp.c_str(), w, h, c, img.data_ptr<uint8_t>(), w * c);
-    SIMMIM_CHECK(ok != 0, api, "path", "a writable file", "'" + path + "'");
+    CheckedFileWriter out(tmp, api, path);
+    out.write(png.data(), png.size());
+    out.finish();
   });
 }
 

@@ -11,6 +11,15 @@
 // the x86-64 baseline (SSE2), so with GCC or Clang on x86-64 the per-chunk work is compiled a second time
 // for AVX2 and picked at run time. Both builds make the same operations in the same order (no FMA), so
 // they give bitwise the same results.
+//
+// One-definition rule: a translation unit compiled with -mavx2 (or -march=native) compiles the "baseline"
+// templates with AVX2 too, and the linker keeps one copy of each inline function or template for the whole
+// program, so a baseline translation unit could end up running that AVX2 copy on a CPU without AVX2. To
+// make that impossible, every function of the pass lives in an inline namespace named after the ISA macros
+// of the translation unit (SIMMIM_CPU_ISA_NAMESPACE: `isa` for the x86-64 baseline, `isa_..._avx2...` for
+// wider flags): copies compiled under different -m flags have different symbols and never replace each
+// other. The names are inline namespaces, so code spells them simmim::kernels::cpu::masked_loss_cpu as
+// before, and the generated code is unchanged (docs/losses.md).
 
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -19,6 +28,7 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -44,9 +54,132 @@
 #define SIMMIM_CPU_DISPATCH_AVX2 0
 #endif
 
+// The ISA part of the names: one piece per x86 extension macro the compiler predefines for this TU.
+#if defined(__x86_64__) || defined(_M_X64)
+#if defined(__SSE3__)
+#define SIMMIM_ISA_P1 _sse3
+#else
+#define SIMMIM_ISA_P1
+#endif
+#if defined(__SSSE3__)
+#define SIMMIM_ISA_P2 _ssse3
+#else
+#define SIMMIM_ISA_P2
+#endif
+#if defined(__SSE4_1__)
+#define SIMMIM_ISA_P3 _sse41
+#else
+#define SIMMIM_ISA_P3
+#endif
+#if defined(__SSE4_2__)
+#define SIMMIM_ISA_P4 _sse42
+#else
+#define SIMMIM_ISA_P4
+#endif
+#if defined(__AVX__)
+#define SIMMIM_ISA_P5 _avx
+#else
+#define SIMMIM_ISA_P5
+#endif
+#if defined(__AVX2__)
+#define SIMMIM_ISA_P6 _avx2
+#else
+#define SIMMIM_ISA_P6
+#endif
+#if defined(__FMA__)
+#define SIMMIM_ISA_P7 _fma
+#else
+#define SIMMIM_ISA_P7
+#endif
+#if defined(__F16C__)
+#define SIMMIM_ISA_P8 _f16c
+#else
+#define SIMMIM_ISA_P8
+#endif
+#if defined(__BMI2__)
+#define SIMMIM_ISA_P9 _bmi2
+#else
+#define SIMMIM_ISA_P9
+#endif
+#if defined(__AVX512F__)
+#define SIMMIM_ISA_P10 _avx512f
+#else
+#define SIMMIM_ISA_P10
+#endif
+#if defined(__AVX512BW__)
+#define SIMMIM_ISA_P11 _avx512bw
+#else
+#define SIMMIM_ISA_P11
+#endif
+#if defined(__AVX512VL__)
+#define SIMMIM_ISA_P12 _avx512vl
+#else
+#define SIMMIM_ISA_P12
+#endif
+#else  // other architectures: one build, no run-time choice
+#define SIMMIM_ISA_P1
+#define SIMMIM_ISA_P2
+#define SIMMIM_ISA_P3
+#define SIMMIM_ISA_P4
+#define SIMMIM_ISA_P5
+#define SIMMIM_ISA_P6
+#define SIMMIM_ISA_P7
+#define SIMMIM_ISA_P8
+#define SIMMIM_ISA_P9
+#define SIMMIM_ISA_P10
+#define SIMMIM_ISA_P11
+#define SIMMIM_ISA_P12
+#endif
+#define SIMMIM_ISA_PASTE_(a, b, c, d, e, f, g, h, i, j, k, l, m) a##b##c##d##e##f##g##h##i##j##k##l##m
+#define SIMMIM_ISA_PASTE(...) SIMMIM_ISA_PASTE_(__VA_ARGS__)
+#define SIMMIM_ISA_STR_(x) #x
+#define SIMMIM_ISA_STR(x) SIMMIM_ISA_STR_(x)
+#define SIMMIM_CPU_ISA_TOKEN                                                                                \
+  SIMMIM_ISA_PASTE(isa, SIMMIM_ISA_P1, SIMMIM_ISA_P2, SIMMIM_ISA_P3, SIMMIM_ISA_P4, SIMMIM_ISA_P5, SIMMIM_ISA_P6, \
+                   SIMMIM_ISA_P7, SIMMIM_ISA_P8, SIMMIM_ISA_P9, SIMMIM_ISA_P10, SIMMIM_ISA_P11, SIMMIM_ISA_P12)
+// What this TU's flags are, as a string (reported by the pass, see last_cpu_pass_build()).
+#define SIMMIM_CPU_ISA_NAME SIMMIM_ISA_STR(SIMMIM_CPU_ISA_TOKEN)
+// The namespace the pass compiles into: e.g. `isa` (x86-64 baseline),
+// `isa_sse3_ssse3_sse41_sse42_avx_avx2_fma_f16c_bmi2` (-march=haswell).
+#define SIMMIM_CPU_ISA_NAMESPACE SIMMIM_CPU_ISA_TOKEN
+
 SIMMIM_NAMESPACE_BEGIN
 namespace kernels {
 namespace cpu {
+
+// Process-wide state, outside the ISA namespace so that every translation unit shares it.
+
+// Which build of the per-chunk work runs. kAuto: AVX2 where the compiler made one and the CPU has it,
+// else the baseline. Tests and benchmarks force one to cover both on one machine.
+enum class CpuIsa { kAuto, kBaseline, kAVX2 };
+
+// The process-wide choice (not thread-safe to change while a pass runs).
+inline CpuIsa& cpu_isa_override() {
+  static CpuIsa isa = CpuIsa::kAuto;
+  return isa;
+}
+
+// Whether this CPU can run an AVX2 build.
+inline bool cpu_has_avx2() {
+#if defined(__GNUC__) && defined(__x86_64__)
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+#else
+  return false;
+#endif
+}
+
+// Which build ran the last pass, e.g. "isa/baseline" or "isa_..._avx2.../baseline": the ISA namespace of
+// the copy that ran, then the variant. For tests and benchmarks (which copy the linker kept).
+inline std::atomic<const char*>& last_cpu_pass_build() {
+  static std::atomic<const char*> build{""};
+  return build;
+}
+
+inline namespace SIMMIM_CPU_ISA_NAMESPACE {
+
+// The ISA namespace this translation unit compiles the pass into.
+inline const char* compiled_isa() { return SIMMIM_CPU_ISA_NAME; }
 
 // Elements per chunk. Small enough that a chunk's target block stays in L2 for the norm-pix passes and
 // that B * chunks keeps every core busy, large enough that per-chunk overhead vanishes.
@@ -69,42 +202,32 @@ inline RunLayout run_layout(int64_t channels, int64_t width, const int64_t* stri
   return RunLayout::kStrided;
 }
 
-// Sum of the weights of each sample, out[b] (double, in (i, j) order: deterministic).
-// `weights` is acc_t [B, h, w] with element strides `stride`.
+// Sum of the weights of each sample, out[b] (double, in (i, j) order: deterministic), and in bad[b] the
+// count of weights that are negative or NaN (the value check of the weights, made in the same pass: a
+// negative weight would make the loss negative). `weights` is acc_t [B, h, w] with element strides `stride`.
 template <typename acc_t>
 inline void masked_weight_sums_cpu(const acc_t* weights, const int64_t* stride, int64_t batch, int64_t rows,
-                                   int64_t cols, double* out) {
+                                   int64_t cols, double* out, int64_t* bad) {
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       double s = 0;
+      int64_t n_bad = 0;
       for (int64_t i = 0; i < rows; ++i) {
         const acc_t* row = weights + b * stride[0] + i * stride[1];
-        for (int64_t j = 0; j < cols; ++j) s += static_cast<double>(row[j * stride[2]]);
+        for (int64_t j = 0; j < cols; ++j) {
+          const acc_t w = row[j * stride[2]];
+          n_bad += w >= acc_t(0) ? 0 : 1;  // NaN compares false
+          s += static_cast<double>(w);
+        }
       }
       out[b] = s;
+      bad[b] = n_bad;
     }
   });
 }
 
-// Which build of the per-chunk work runs. kAuto: AVX2 where the compiler made one and the CPU has it,
-// else the baseline. Tests and benchmarks force one to cover both on one machine.
-enum class CpuIsa { kAuto, kBaseline, kAVX2 };
-
-// The process-wide choice (not thread-safe to change while a pass runs).
-inline CpuIsa& cpu_isa_override() {
-  static CpuIsa isa = CpuIsa::kAuto;
-  return isa;
-}
-
 // Whether the AVX2 build exists and this CPU can run it.
-inline bool cpu_avx2_available() {
-#if SIMMIM_CPU_DISPATCH_AVX2
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has;
-#else
-  return false;
-#endif
-}
+inline bool cpu_avx2_available() { return SIMMIM_CPU_DISPATCH_AVX2 && cpu_has_avx2(); }
 
 namespace detail {
 
@@ -375,13 +498,19 @@ inline void masked_loss_cpu(const MaskedLossParams& P) {
 
   auto chunk_fn = &chunk_sum_baseline<K, kNorm, kGrad, scalar_t, acc_t>;
   const CpuIsa isa = cpu_isa_override();
+  TORCH_CHECK_VALUE(isa == CpuIsa::kAuto || isa == CpuIsa::kBaseline || isa == CpuIsa::kAVX2,
+                    "simmim::kernels::cpu: cpu_isa_override() must be CpuIsa::kAuto, kBaseline or kAVX2; got CpuIsa(",
+                    static_cast<int>(isa), ")");
   TORCH_CHECK(isa != CpuIsa::kAVX2 || cpu_avx2_available(),
               "simmim::kernels::cpu: CpuIsa::kAVX2 forced, but this build or CPU has no AVX2 path");
+  const char* build = SIMMIM_CPU_ISA_NAME "/baseline";
 #if SIMMIM_CPU_DISPATCH_AVX2
   if (isa == CpuIsa::kAVX2 || (isa == CpuIsa::kAuto && cpu_avx2_available())) {
     chunk_fn = &chunk_sum_avx2<K, kNorm, kGrad, scalar_t, acc_t>;
+    build = SIMMIM_CPU_ISA_NAME "/avx2";
   }
 #endif
+  last_cpu_pass_build().store(build, std::memory_order_relaxed);
   std::vector<double> partial(static_cast<size_t>(B * g.chunks_per_sample), 0.0);
   at::parallel_for(0, B * g.chunks_per_sample, 1, [&](int64_t begin, int64_t end) {
     PassScratch<acc_t> s;
@@ -415,6 +544,7 @@ inline void masked_loss_cpu(const MaskedLossParams& P) {
   }
 }
 
+}  // inline namespace SIMMIM_CPU_ISA_NAMESPACE
 }  // namespace cpu
 }  // namespace kernels
 SIMMIM_NAMESPACE_END
