@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -383,4 +384,23 @@ TEST_CASE("filesystem errors and full disks are errors naming the API and the pa
   simmim::MetricsLog log("/dev/full", /*append=*/true);
   REQUIRE_THROWS_WITH(log.write({{"step", 1}}),
                       ContainsSubstring("simmim::MetricsLog::write: the log file must be writable; got '/dev/full'"));
+}
+
+TEST_CASE("fuzzer reproducer: an archive whose pickle LibTorch rejects with a non-c10 exception", "[train][checkpoint][fuzz]") {
+  // Found by simmim_fuzz_checkpoint: LibTorch's type parser throws a std::exception that is not a c10::Error;
+  // it used to escape as such (std::terminate in a program that catches c10::Error).
+  const char* source_dir = std::getenv("SIMMIM_SOURCE_DIR");
+  if (source_dir == nullptr) SKIP("SIMMIM_SOURCE_DIR is not set (ctest sets it)");
+  std::string input = file_bytes(std::string(source_dir) + "/tests/fuzz/corpus/checkpoint/repro-unpickler-std-exception");
+  REQUIRE(input.size() > 1);
+  std::string bytes = input.substr(1);
+  if (input[0] & 1) {
+    const auto trailer = simmim::checksum_trailer(bytes.size(), simmim::crc32(bytes.data(), bytes.size()));
+    bytes.append(reinterpret_cast<const char*>(trailer.data()), trailer.size());
+  }
+  const auto dir = scratch_dir("repro");
+  const std::string path = (dir / "repro.pt").string();
+  put_bytes(path, bytes);
+  torch::nn::Linear net(4, 3);
+  REQUIRE_THROWS_AS(simmim::load_module_from_checkpoint(path, *net), c10::Error);
 }

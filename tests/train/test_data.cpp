@@ -123,8 +123,12 @@ TEST_CASE("IDX reader: exact lengths, no zero tail", "[train][data][integrity]")
                       ContainsSubstring("an IDX file of unsigned bytes (magic 00 00 08 <1..4>); got 't.gz'"));
   // Sizes whose product overflows 64 bits must not pass.
   std::string huge = {0, 0, 8, 4};
-  for (int i = 0; i < 16; ++i) huge.push_back(static_cast<char>(0xFF));
+  for (int i = 0; i < 4; ++i) huge += std::string{0x7F, char(0xFF), char(0xFF), char(0xFF)};
   REQUIRE_THROWS_WITH(simmim::parse_idx(huge.data(), huge.size(), "h"), ContainsSubstring("as long as its sizes say"));
+  // Sizes above int32 (found by the fuzzer: with a zero size the product passed and the dims were absurd).
+  const std::string wide = {0, 0, 8, 2, char(0xFF), char(0xFF), char(0xFF), char(0xFF), 0, 0, 0, 0};
+  REQUIRE_THROWS_WITH(simmim::parse_idx(wide.data(), wide.size(), "w"),
+                      ContainsSubstring("an IDX file with sizes below 2^31; got 'w' (12 bytes) with size 4294967295"));
 }
 
 TEST_CASE("Fashion-MNIST cache: validated before caching, checksummed, rebuilt when damaged", "[train][data][integrity]") {
@@ -191,6 +195,12 @@ TEST_CASE("image decoding: absurd sizes and garbage are clear errors", "[train][
   REQUIRE_THROWS_WITH(simmim::decode_image(bmp.data(), bmp.size(), 3, "huge.bmp"),
                       ContainsSubstring("simmim::decode_image: path must be an image of at most 268435456 pixels; "
                                         "got 'huge.bmp' claiming 100000x100000"));
+  // Found by simmim_fuzz_image: Debian's stb crashed (SEGV) on this 16-bit PNM; PNM, PSD, HDR and PIC are
+  // refused before stb sees them.
+  const std::string pnm = std::string("P5\n33\n25\n3352") + char(0x10) + "3\n233" + char(0xFF);
+  REQUIRE_THROWS_WITH(simmim::decode_image(pnm.data(), pnm.size(), 1, "x.pgm"),
+                      ContainsSubstring("path must be a PNG, JPEG, BMP, TGA or GIF image (PSD, PNM, HDR and PIC are "
+                                        "not read); got 'x.pgm'"));
   REQUIRE_THROWS_WITH(simmim::decode_image("not an image", 12, 3, "x.png"),
                       ContainsSubstring("path must be an image stb_image can decode"));
   const auto dir = scratch_dir("badimg");
@@ -396,4 +406,12 @@ TEST_CASE("a CUDA device on a CPU-only LibTorch is a clear error", "[train][devi
   REQUIRE_THROWS_WITH(simmim::SimMIMMask().generate(2, c10::nullopt, c10::Device(c10::kCUDA, 0)),
                       ContainsSubstring("simmim::SimMIMMask: device must be a device this LibTorch can use (it is a "
                                         "CPU-only build: use cpu); got cuda:0"));
+}
+
+TEST_CASE("absurd image sizes in transforms are clear errors", "[train][image][bounds]") {
+  REQUIRE_THROWS_WITH(simmim::ImageTransform(simmim::ImageTransformOptions().size(simmim::Size2d{int64_t{1} << 40, 8})),
+                      ContainsSubstring("simmim::ImageTransform: options.size must be positive and at most 65536 per side"));
+  REQUIRE_THROWS_WITH(simmim::resize_image(torch::zeros({1, 4, 4}), simmim::Size2d{100000, 2}),
+                      ContainsSubstring("simmim::resize_image: size must be positive and at most 65536 per side; got "
+                                        "100000x2"));
 }

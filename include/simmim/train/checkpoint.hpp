@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <mutex>
 #include <string>
@@ -142,6 +143,10 @@ inline torch::serialize::InputArchive parse_checkpoint(const std::string& bytes,
     // A file with a valid checksum that LibTorch cannot read was not written by save_checkpoint.
     SIMMIM_CHECK(false, api, "path", "a simmim checkpoint (save_checkpoint)",
                  "'" + path + "' that LibTorch cannot read (" + e.what_without_backtrace() + ")");
+  } catch (const std::exception& e) {
+    // LibTorch's unpickler also throws other types (found by fuzzing: its type parser's errors).
+    SIMMIM_CHECK(false, api, "path", "a simmim checkpoint (save_checkpoint)",
+                 "'" + path + "' that LibTorch cannot read (" + e.what() + ")");
   }
   c10::IValue v;
   SIMMIM_CHECK(root.try_read("format", v) && v.isInt(), api, "path", "a simmim checkpoint (save_checkpoint)",

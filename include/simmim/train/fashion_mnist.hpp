@@ -113,6 +113,8 @@ inline IdxArray parse_idx(const void* bytes, size_t n, const std::string& shown,
   for (size_t d = 0; d < ndim; ++d) {
     const unsigned char* q = p + 4 + 4 * d;
     const uint64_t v = (uint64_t{q[0]} << 24) | (uint64_t{q[1]} << 16) | (uint64_t{q[2]} << 8) | uint64_t{q[3]};
+    // IDX sizes are int32 in practice (torch's reader reads them so); larger ones are damage.
+    SIMMIM_CHECK(v <= 0x7FFFFFFFu, api, "file", "an IDX file with sizes below 2^31", where, " with size ", v);
     out.dims.push_back(static_cast<int64_t>(v));
     // Bounded by the bytes there are, so the product cannot overflow.
     count = v == 0 || count <= n / v ? count * v : n + 1;

@@ -60,6 +60,9 @@ inline CropBox sample_resized_crop(Size2d image, ScalarRng& rng, std::pair<doubl
 // Bilinear resize of a float [C, H, W] image (align_corners = false, like torchvision).
 inline at::Tensor resize_image(const at::Tensor& image, Size2d size) {
   SIMMIM_CHECK_DIM(image, 3, "simmim::resize_image", "image", "[C, H, W]");
+  SIMMIM_CHECK_VALUE(size.h > 0 && size.w > 0 && size.h <= kMaxImageSide && size.w <= kMaxImageSide,
+                     "simmim::resize_image", "size", "positive and at most " + std::to_string(kMaxImageSide) + " per side",
+                     size);
   if (image.size(1) == size.h && image.size(2) == size.w) return image;
   namespace F = torch::nn::functional;
   return F::interpolate(image.unsqueeze(0), F::InterpolateFuncOptions()
@@ -115,7 +118,9 @@ class ImageTransform {
  public:
   explicit ImageTransform(ImageTransformOptions options = {}) : options_(std::move(options)) {
     constexpr const char* api = "simmim::ImageTransform";
-    SIMMIM_CHECK_VALUE(options_.size().h > 0 && options_.size().w > 0, api, "options.size", "positive",
+    SIMMIM_CHECK_VALUE(options_.size().h > 0 && options_.size().w > 0 && options_.size().h <= kMaxImageSide &&
+                           options_.size().w <= kMaxImageSide,
+                       api, "options.size", "positive and at most " + std::to_string(kMaxImageSide) + " per side",
                        options_.size());
     SIMMIM_CHECK_VALUE(0.0 < options_.scale_min() && options_.scale_min() <= options_.scale_max() &&
                            options_.scale_max() <= 1.0,
