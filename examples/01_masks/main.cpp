@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
   bool list = false;
   app.add_option("-o,--out", out, "PNG file to write")->capture_default_str();
   app.add_option("--image-size", image_size, "image size in pixels: N or HxW")->capture_default_str();
-  app.add_option("--patch", patch, "model patch size in pixels")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--patch", patch, "model patch size in pixels")->capture_default_str()->check(CLI::Range(1, 4096));
   app.add_option("--seed", seed, "seed of the mask draws")->capture_default_str();
   app.add_option("-n,--samples", samples, "masks per row")->capture_default_str()->check(CLI::Range(1, 64));
   app.add_option("-s,--strategy", specs,

@@ -74,13 +74,15 @@ int main(int argc, char** argv) {
     app.add_option("--layers", layers, "blocks whose output to probe, 1-based, concatenated (default: the last)");
     app.add_option("--max-iter", max_iter, "L-BFGS iterations at most (it stops earlier once converged)")
         ->capture_default_str()
-        ->check(CLI::PositiveNumber);
+        ->check(CLI::Range(1, 1 << 20));
     app.add_option("--l2", l2, "L2 penalty on the classifier weights (times the squared Frobenius norm)")
         ->capture_default_str()
-        ->check(CLI::NonNegativeNumber);
+        ->check(CLI::Range(0.0, 1e6));
     app.add_option("--seed", seed, "seed of the random init and the classifier")->capture_default_str();
     app.add_option("--device", device_name, "auto, cpu, cuda, cuda:N")->capture_default_str();
-    app.add_option("--threads", threads, "CPU threads for torch (0: torch's default)")->capture_default_str();
+    app.add_option("--threads", threads, "CPU threads for torch (0: torch's default)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 1024));
     try {
       app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

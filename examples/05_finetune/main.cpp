@@ -70,9 +70,11 @@ int main(int argc, char** argv) {
     enc_flags.add_to(app);
     data.add_to(app, /*needs_test=*/true);
     app.add_option("--epochs", epochs, "passes over the training set")->capture_default_str()->check(
-        CLI::PositiveNumber);
-    app.add_option("--batch-size", batch, "images per step")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--blr", blr, "base learning rate per 512 images: lr = blr * batch / 512")->capture_default_str();
+        CLI::Range(1, 1 << 20));
+    app.add_option("--batch-size", batch, "images per step")->capture_default_str()->check(CLI::Range(1, 1 << 24));
+    app.add_option("--blr", blr, "base learning rate per 512 images: lr = blr * batch / 512")
+        ->capture_default_str()
+        ->check(CLI::Range(1e-12, 10.0));
     app.add_option("--layer-decay", layer_decay, "layer-wise lr decay (1: off)")->capture_default_str()->check(
         CLI::Range(0.01, 1.0));
     app.add_option("--weight-decay", weight_decay, "AdamW weight decay")->capture_default_str();
@@ -89,7 +91,9 @@ int main(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
     app.add_option("--out", out, "folder for metrics.jsonl (optional)");
-    app.add_option("--threads", threads, "CPU threads for torch (0: torch's default)")->capture_default_str();
+    app.add_option("--threads", threads, "CPU threads for torch (0: torch's default)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 1024));
     try {
       app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

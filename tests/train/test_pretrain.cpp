@@ -220,6 +220,12 @@ TEST_CASE("pretrain: resume refuses a run whose settings differ, naming the sett
                       ContainsSubstring("options.stop_after must be in [0, steps = 4]"));
   REQUIRE_THROWS_WITH(simmim::pretrain(again, *masks, data, quick_options(dir, 4).warmup_steps(-3), nullptr),
                       ContainsSubstring("options.warmup_steps must be in [0, steps = 4], or -1"));
+  // An output folder under a file cannot be created: the option and the path, not a bare filesystem error.
+  { std::ofstream(dir / "a_file") << "x"; }
+  REQUIRE_THROWS_WITH(simmim::pretrain(again, *masks, data, quick_options(dir / "a_file" / "run", 4), nullptr),
+                      ContainsSubstring("simmim::pretrain: options.out must be a folder that can be created and "
+                                        "written; got '") &&
+                          ContainsSubstring("a_file/run"));
 }
 
 TEST_CASE("pretrain runs MAE through the same loop", "[train][pretrain]") {

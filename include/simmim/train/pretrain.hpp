@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -187,7 +188,12 @@ PretrainResult pretrain(Model& model, const MaskGenerator& masks, const DataSpli
   settings["recipe"] = recipe.describe();
 
   const std::string out = o.out();
-  if (main_rank) fs::create_directories(out);
+  if (main_rank) {
+    std::error_code ec;
+    fs::create_directories(out, ec);
+    SIMMIM_CHECK(!ec, api, "options.out", "a folder that can be created and written",
+                 "'" + out + "' (" + ec.message() + ")");
+  }
   const std::string ckpt = out + "/checkpoint.pt";
   CheckpointParts parts;
   parts.model = model.ptr().get();
