@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -120,6 +121,15 @@ int main(int argc, char** argv) {
     return 1;
   } catch (const CLI::Error& e) {
     return app.exit(e);
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "01_masks: out of memory (a size or count too large for this machine?)\n");
+    return 1;
+  } catch (const std::exception& e) {  // std::filesystem errors among them: never std::terminate
+    std::fprintf(stderr, "01_masks: %s\n", e.what());
+    return 1;
+  } catch (...) {
+    std::fprintf(stderr, "01_masks: an unknown error\n");
+    return 1;
   }
   return 0;
 }
