@@ -217,3 +217,33 @@ TEST_CASE("a SimMIM training step is capturable in a CUDA graph and replays like
     for (size_t k = 0; k < a.size(); ++k) CHECK(torch::allclose(a[k], b[k], 1e-5, 1e-6));
   }
 }
+
+TEST_CASE("a SimMIM and an MAE step under bf16 / fp16 autocast: a float loss through the fused CUDA pass",
+          "[cuda][sanitize]") {
+  SIMMIM_REQUIRE_GPU();
+  const auto precision = GENERATE(simmim::Precision::kBFloat16, simmim::Precision::kFloat16);
+  torch::manual_seed(0);
+  simmim::SimMIM simmim_model(simmim::SimMIMOptions::mnist());
+  simmim::MAE mae_model(simmim::MAEOptions::mnist());
+  simmim_model->to(torch::kCUDA);
+  mae_model->to(torch::kCUDA);
+  auto gen = simmim::make_generator(4);
+  const torch::Tensor images = torch::rand({8, 1, 28, 28}, gen).to(torch::kCUDA);
+  const torch::Tensor mask = (torch::rand({8, 4, 4}, gen) < 0.6).to(torch::kCUDA);
+  const torch::Tensor patch_mask = (torch::rand({8, 16}, gen).argsort(int64_t{1}) < 12).to(torch::kCUDA);  // 12 of 16 per row
+  for (int which = 0; which < 2; ++which) {
+    INFO((which == 0 ? "SimMIM " : "MAE ") << simmim::precision_name(precision));
+    torch::Tensor loss;
+    {
+      simmim::AutocastGuard autocast(torch::kCUDA, precision);
+      loss = which == 0 ? simmim_model->forward(images, mask).loss : mae_model->forward(images, patch_mask).loss;
+    }
+    CHECK(loss.scalar_type() == torch::kFloat);
+    CHECK(std::isfinite(loss.item<float>()));
+    loss.backward();
+    auto params = which == 0 ? simmim_model->parameters() : mae_model->parameters();
+    for (const auto& p : params) {
+      if (p.grad().defined()) CHECK(torch::isfinite(p.grad()).all().item<bool>());
+    }
+  }
+}

@@ -90,7 +90,10 @@ inline Tolerance same_dtype_tolerance(at::ScalarType t) {
     case at::kFloat:
       return {5e-5, 2e-6, 0};
     case at::kHalf:
-      return {3e-2, 5e-3, 1.2e-7};
+      // atol_abs: 8 of half's subnormal steps (6e-8). Gradients of a mean over ~1e5 elements are ~1e-6,
+      // subnormal in half, where each of the reference's rounded ops adds up to half a step (seen on an H100:
+      // 5 steps apart on [1, 197, 768] norm-pix L2, while the fused pass was within 2 of the double oracle).
+      return {3e-2, 5e-3, 4.8e-7};
     default:
       return {1e-1, 2e-2, 0};
   }

@@ -273,6 +273,28 @@ TEST_CASE("fp16 inputs near 65504 accumulate wide: the sum overflows half, the l
   CHECK(torch::isfinite(run.grad_pred).all().item<bool>());
 }
 
+TEST_CASE("mixed dtypes promote: a bf16 or fp16 prediction against float images is a float loss", "[loss]") {
+  // What a training step under autocast hands the loss: the decoder's output in the autocast dtype, the
+  // images in float. The originals compute that loss in float; so does simmim, on every backend.
+  const auto backend = GENERATE(Backend::kAuto, Backend::kFusedCPU, Backend::kReference);
+  const auto low = GENERATE(torch::kBFloat16, torch::kHalf);
+  auto gen = simmim::make_generator(12);
+  const torch::Tensor pred_values = torch::randn({2, 3, 16, 16}, gen).to(low);
+  const torch::Tensor target = torch::randn({2, 3, 16, 16}, gen);
+  const torch::Tensor mask = torch::rand({2, 4, 4}, gen) < 0.6;
+  const auto options = MaskedLossOptions::simmim(4).backend(backend);
+  const auto mixed = run_loss(pred_values, target, mask, options);
+  const auto wide = run_loss(pred_values.to(torch::kFloat), target, mask, options);
+  CHECK(mixed.loss.scalar_type() == torch::kFloat);
+  CHECK(mixed.grad_pred.scalar_type() == low);
+  CHECK(torch::equal(mixed.loss, wide.loss));
+  CHECK(torch::equal(mixed.grad_pred, wide.grad_pred.to(low)));
+  // Either way round.
+  const auto swapped = run_loss(pred_values.to(torch::kFloat), target.to(low), mask, options);
+  CHECK(swapped.loss.scalar_type() == torch::kFloat);
+  CHECK(swapped.grad_pred.scalar_type() == torch::kFloat);
+}
+
 TEST_CASE("gradients: pred always, the target when it requires grad, never the mask", "[loss]") {
   auto gen = simmim::make_generator(6);
   const torch::Tensor pred = torch::randn({2, 3, 8, 8}, gen, torch::kDouble);
@@ -425,8 +447,9 @@ TEST_CASE("bad input: each a clear error", "[loss]") {
       f(x, x.narrow(3, 0, 12), m),
       ContainsSubstring(api +
                         "target must be a tensor of pred's shape [2, 3, 16, 16]; got Float tensor [2, 3, 16, 12]"));
-  REQUIRE_THROWS_WITH(f(x, x.to(torch::kDouble), m),
-                      ContainsSubstring(api + "target must be of pred's dtype Float; got Double tensor"));
+  REQUIRE_THROWS_WITH(f(x, x.to(torch::kInt), m),
+                      ContainsSubstring(api + "target must be a float, double, half or bfloat16 tensor (pred is "
+                                              "Float); got Int tensor"));
   REQUIRE_THROWS_WITH(f(x, x, m.to(torch::kComplexFloat)),
                       ContainsSubstring(api +
                                         "mask must be a bool, integer (uint8, int32, int64, ...) or floating-point "

@@ -34,6 +34,14 @@ inline Backend resolve_masked_loss_backend(const MaskedLossProblem& pb, Backend 
 
 inline at::Tensor masked_loss(const at::Tensor& pred, const at::Tensor& target, const at::Tensor& mask,
                               const MaskedLossOptions& options, const char* api) {
+  // Two floating dtypes promote, as PyTorch's losses and the originals do: a bf16 / fp16 prediction made
+  // under autocast against float images is a float loss (the originals' l1_loss / (pred - target)**2 run in
+  // float there), with pred's gradient cast back by autograd. Anything else is checked below.
+  if (pred.defined() && target.defined() && pred.scalar_type() != target.scalar_type() &&
+      is_supported_loss_dtype(pred.scalar_type()) && is_supported_loss_dtype(target.scalar_type())) {
+    const at::ScalarType common = at::promote_types(pred.scalar_type(), target.scalar_type());
+    return masked_loss(pred.to(common), target.to(common), mask, options, api);
+  }
   const MaskedLossProblem pb = make_masked_loss_problem(pred, target, mask, options, api);
   const Backend chosen = resolve_masked_loss_backend(pb, options.backend(), api);
   if (chosen != Backend::kFusedCPU) check_mask_weights(pb.mask, api);  // the fused CPU pass checks as it sums

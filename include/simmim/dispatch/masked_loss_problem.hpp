@@ -103,7 +103,9 @@ inline MaskedLossProblem make_masked_loss_problem(const at::Tensor& pred, const 
   SIMMIM_CHECK(target.defined() && target.sizes() == pred.sizes(), api, "target",
                "a tensor of pred's shape " + shape_str(pred), describe(target));
   SIMMIM_CHECK(target.scalar_type() == pred.scalar_type(), api, "target",
-               std::string("of pred's dtype ") + c10::toString(pred.scalar_type()), describe(target));
+               std::string("a float, double, half or bfloat16 tensor (pred is ") + c10::toString(pred.scalar_type()) +
+                   ")",
+               describe(target));
   SIMMIM_CHECK(target.device() == pred.device(), api, "target", "on pred's device " + pred.device().str(),
                describe(target));
   SIMMIM_CHECK(mask.defined() && (mask.scalar_type() == at::kBool || at::isIntegralType(mask.scalar_type(), false) ||

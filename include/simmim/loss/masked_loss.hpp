@@ -24,7 +24,8 @@ SIMMIM_NAMESPACE_BEGIN
 //   3: patchified pred/target [B, L, D], mask [B, L].
 // mask: bool, any integer dtype or floating: each value is its cell's weight (0/1 for a plain mask). Gradients
 // reach pred and a target that requires grad, never
-// the mask. Returns a scalar (kMean) or [B] (kPerSample) in pred's dtype.
+// the mask. pred and target of two floating dtypes promote (bf16 pred under autocast, float images: a float
+// loss, as the originals compute it). Returns a scalar (kMean) or [B] (kPerSample) in that dtype.
 inline at::Tensor masked_reconstruction_loss(const at::Tensor& pred, const at::Tensor& target, const at::Tensor& mask,
                                              const MaskedLossOptions& options = {}) {
   return dispatch::masked_loss(pred, target, mask, options, "simmim::masked_reconstruction_loss");
