@@ -230,7 +230,8 @@ TEST_CASE("a SimMIM and an MAE step under bf16 / fp16 autocast: a float loss thr
   auto gen = simmim::make_generator(4);
   const torch::Tensor images = torch::rand({8, 1, 28, 28}, gen).to(torch::kCUDA);
   const torch::Tensor mask = (torch::rand({8, 4, 4}, gen) < 0.6).to(torch::kCUDA);
-  const torch::Tensor patch_mask = (torch::rand({8, 16}, gen).argsort(int64_t{1}) < 12).to(torch::kCUDA);  // 12 of 16 per row
+  // MAE's mask is the patch grid [B, 4, 4] with the same count in every row: 12 of 16.
+  const torch::Tensor patch_mask = (torch::rand({8, 16}, gen).argsort(int64_t{1}) < 12).view({8, 4, 4}).to(torch::kCUDA);
   for (int which = 0; which < 2; ++which) {
     INFO((which == 0 ? "SimMIM " : "MAE ") << simmim::precision_name(precision));
     torch::Tensor loss;
