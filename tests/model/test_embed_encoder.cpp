@@ -20,6 +20,8 @@
 #include "simmim/encoder/drop_path.hpp"
 #include "simmim/encoder/vision_transformer.hpp"
 #include "simmim/masking/mask_batch.hpp"
+#include "simmim/model/mae_model.hpp"
+#include "simmim/model/simmim_model.hpp"
 
 using Catch::Matchers::ContainsSubstring;
 
@@ -148,8 +150,13 @@ TEST_CASE("MaskTokenMixer: only masked positions change, the gradient reaches th
   REQUIRE(close(mixer->mask_token.grad().view({8}), torch::full({8}, flat.sum().item<float>())));
   REQUIRE_THROWS_WITH(mixer(x, torch::zeros({2, 4, 3}, torch::kBool), grid),
                       ContainsSubstring("mask must be [B, h, w] = [2, 3, 4] or [B, L] = [2, 12]"));
-  REQUIRE_THROWS_WITH(mixer(x, torch::zeros({2, 12}, torch::kInt), grid),
-                      ContainsSubstring("mask must be bool, uint8 or floating"));
+  REQUIRE_THROWS_WITH(mixer(x, torch::zeros({2, 12}, torch::kComplexFloat), grid),
+                      ContainsSubstring("mask must be bool, integer (uint8, int32, int64, ...) or floating"));
+  // Integer masks of any width are boolean, as the official SimMIM loader's int64 masks are meant.
+  for (const auto dtype : {torch::kByte, torch::kInt, torch::kLong, torch::kShort, torch::kChar}) {
+    const auto as_int = flat.to(dtype) * 2;  // nonzero 2 is "masked", not a weight of 2
+    REQUIRE(torch::equal(mixer(x, as_int, grid), out));
+  }
   // Weights outside [0, 1] would extrapolate past the token; uint8 is a boolean mask (255 = masked).
   torch::NoGradGuard no_grad;
   REQUIRE_THROWS_WITH(mixer(x, torch::full({2, 12}, 1.5), grid),
@@ -176,7 +183,7 @@ TEST_CASE("enum options out of range are clear errors", "[embed][encoder][enum]"
                       ContainsSubstring("pos_embed must be PosEmbedKind::kLearned, kSinCos or kNone; got "
                                         "PosEmbedKind(3)"));
   REQUIRE_THROWS_WITH(vit(O(32, 16, 8, 1, 2).weight_init(static_cast<simmim::WeightInit>(-3))),
-                      ContainsSubstring("weight_init must be WeightInit::kTruncNormal or kXavier; got WeightInit(-3)"));
+                      ContainsSubstring("weight_init must be WeightInit::kTimm, kMAE or kSimMIM; got WeightInit(-3)"));
   REQUIRE_THROWS_WITH(vit(O(32, 16, 8, 1, 2).attention(static_cast<simmim::AttentionBackend>(2))),
                       ContainsSubstring("attention must be AttentionBackend::kAuto or kMath; got AttentionBackend(2)"));
   REQUIRE_THROWS_AS(
@@ -336,6 +343,77 @@ TEST_CASE("VisionTransformer MAE mode: only the kept tokens enter the encoder", 
                       ContainsSubstring("ids_keep must be an int64 tensor [B, len_keep]"));
   REQUIRE_THROWS_WITH(vit(torch::randn({2, 1, 28, 21})),
                       ContainsSubstring("simmim::VisionTransformer::forward: images must be [B, 1, 28, 28]"));
+}
+
+TEST_CASE("weight init by name: timm's, MAE's and the official SimMIM ViT's schemes", "[encoder][init]") {
+  using simmim::WeightInit;
+  CHECK(simmim::weight_init_from_name("timm") == WeightInit::kTimm);
+  CHECK(simmim::weight_init_from_name("mae") == WeightInit::kMAE);
+  CHECK(simmim::weight_init_from_name("simmim") == WeightInit::kSimMIM);
+  REQUIRE_THROWS_WITH(simmim::weight_init_from_name("xavier"),
+                      ContainsSubstring("simmim::weight_init_from_name: name must be one of timm, mae, simmim; got "
+                                        "'xavier'"));
+  // Wide enough for the moments to be measured: D = 192, MLP 768, 4 blocks.
+  const auto build = [](WeightInit w) {
+    torch::manual_seed(5);
+    return simmim::VisionTransformer(simmim::VisionTransformerOptions(simmim::Size2d(32), 8, 192, 4, 3).weight_init(w));
+  };
+  const auto stddev = [](const torch::Tensor& t) { return t.std().item<double>(); };
+  const auto absmax = [](const torch::Tensor& t) { return t.abs().max().item<double>(); };
+  // N(0, 1) truncated at +-1 has standard deviation 0.5396: 0.0108 for std 0.02.
+  const double one_sigma_cut = 0.02 * 0.5396;
+
+  SECTION("SimMIM: every weight and token cut at +-0.02, block i's output weights / sqrt(2 (i + 1))") {
+    auto vit = build(WeightInit::kSimMIM);
+    CHECK(absmax(vit->patch_embed->proj->weight) <= 0.02);
+    CHECK(stddev(vit->patch_embed->proj->weight) == Catch::Approx(one_sigma_cut).epsilon(0.05));
+    CHECK(vit->patch_embed->proj->bias.abs().max().item<double>() == 0.0);
+    for (const auto& t : {vit->pos->cls_token, vit->pos->pos_embed, vit->mask_mixer->mask_token}) {
+      CHECK(absmax(t) <= 0.02);
+    }
+    CHECK(stddev(vit->pos->pos_embed) == Catch::Approx(one_sigma_cut).epsilon(0.1));
+    for (size_t i = 0; i < vit->blocks->size(); ++i) {
+      INFO("block " << i);
+      auto* block = (*vit->blocks)[i]->as<simmim::TransformerBlockImpl>();
+      const double scale = std::sqrt(2.0 * static_cast<double>(i + 1));
+      CHECK(absmax(block->attn->qkv->weight) <= 0.02);
+      CHECK(stddev(block->attn->qkv->weight) == Catch::Approx(one_sigma_cut).epsilon(0.05));
+      CHECK(stddev(block->mlp->fc1->weight) == Catch::Approx(one_sigma_cut).epsilon(0.05));
+      CHECK(absmax(block->attn->proj->weight) <= 0.02 / scale + 1e-9);
+      CHECK(stddev(block->attn->proj->weight) == Catch::Approx(one_sigma_cut / scale).epsilon(0.05));
+      CHECK(stddev(block->mlp->fc2->weight) == Catch::Approx(one_sigma_cut / scale).epsilon(0.05));
+    }
+  }
+  SECTION("timm: Linear weights N(0, 0.02) practically uncut, CLS N(0, 1e-6), the patch conv LibTorch's") {
+    auto vit = build(WeightInit::kTimm);
+    auto* block = (*vit->blocks)[3]->as<simmim::TransformerBlockImpl>();
+    CHECK(stddev(block->attn->proj->weight) == Catch::Approx(0.02).epsilon(0.05));  // no rescaling
+    CHECK(absmax(block->mlp->fc1->weight) > 0.06);                                 // 3 sigma and beyond occur
+    CHECK(absmax(vit->pos->cls_token) < 1e-5);
+    // LibTorch's Conv2d default: uniform in +-1/sqrt(fan_in), fan_in = 3 * 8 * 8.
+    const double bound = 1.0 / std::sqrt(3.0 * 8 * 8);
+    CHECK(absmax(vit->patch_embed->proj->weight) <= bound);
+    CHECK(absmax(vit->patch_embed->proj->weight) > 0.9 * bound);
+  }
+  SECTION("MAE: xavier-uniform Linear weights and patch conv, tokens N(0, 0.02)") {
+    auto vit = build(WeightInit::kMAE);
+    auto* block = (*vit->blocks)[0]->as<simmim::TransformerBlockImpl>();
+    const double qkv_bound = std::sqrt(6.0 / (192 + 3 * 192));
+    CHECK(absmax(block->attn->qkv->weight) <= qkv_bound);
+    CHECK(stddev(block->attn->qkv->weight) == Catch::Approx(qkv_bound / std::sqrt(3.0)).epsilon(0.05));
+    const double conv_bound = std::sqrt(6.0 / (3 * 8 * 8 + 192));
+    CHECK(absmax(vit->patch_embed->proj->weight) <= conv_bound);
+    CHECK(stddev(vit->patch_embed->proj->weight) == Catch::Approx(conv_bound / std::sqrt(3.0)).epsilon(0.05));
+    CHECK(stddev(vit->pos->cls_token) == Catch::Approx(0.02).epsilon(0.3));
+  }
+  SECTION("the presets use their original's scheme") {
+    CHECK(simmim::SimMIMOptions::mnist().encoder().weight_init() == WeightInit::kSimMIM);
+    CHECK(simmim::SimMIMOptions::vit_base().encoder().weight_init() == WeightInit::kSimMIM);
+    CHECK(simmim::SimMIMOptions().encoder().weight_init() == WeightInit::kSimMIM);
+    CHECK(simmim::MAEOptions::vit_base().encoder().weight_init() == WeightInit::kMAE);
+    CHECK(simmim::MAEOptions::mnist().encoder().weight_init() == WeightInit::kMAE);
+    CHECK(simmim::VisionTransformerOptions().weight_init() == WeightInit::kTimm);
+  }
 }
 
 TEST_CASE("VisionTransformer: option errors, DropPath seeding, clone", "[encoder]") {

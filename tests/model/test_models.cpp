@@ -84,6 +84,13 @@ TEST_CASE("SimMIM model: shapes, and the loss is DESIGN.md's formula", "[model]"
     REQUIRE(out.loss.dim() == 0);
     REQUIRE(torch::equal(out.mask, mask));
     REQUIRE(close(out.loss, simmim_loss_by_hand(images, out.reconstruction, mask, p), 1e-5, 1e-6));
+    // The official SimMIM loader's int64 masks (and int32) give the same loss and reconstruction.
+    for (const auto dtype : {torch::kLong, torch::kInt}) {
+      torch::NoGradGuard no_grad;
+      const auto as_int = model(images, mask.to(dtype));
+      REQUIRE(torch::equal(as_int.loss, out.loss));
+      REQUIRE(torch::equal(as_int.reconstruction, out.reconstruction));
+    }
     // The gradient reaches the mask token through the encoder.
     out.loss.backward();
     auto vit = model->encoder_as<simmim::VisionTransformerImpl>();
@@ -196,7 +203,7 @@ TEST_CASE("MAE model: clear errors", "[model]") {
   uneven[0][0][0] = !uneven[0][0][0].item<bool>();
   REQUIRE_THROWS_WITH(model(images, uneven), ContainsSubstring("the same number of masked patches in every sample"));
   REQUIRE_THROWS_WITH(model(images, torch::zeros({2, 4, 4})),
-                      ContainsSubstring("simmim::MAE::forward: mask must be a bool or uint8 tensor [B, 4, 4]"));
+                      ContainsSubstring("simmim::MAE::forward: mask must be a bool or integer tensor [B, 4, 4]"));
   auto batch = simmim::mask_batch_from_shuffle(std::get<1>(torch::rand({2, 16}).sort(1)), 4, {4, 4});
   auto wrong = batch;
   wrong.mask = batch.mask.logical_not();

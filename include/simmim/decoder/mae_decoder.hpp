@@ -44,8 +44,8 @@ struct MAEDecoderOptions {
   TORCH_ARG(bool, cls_token) = true;
   // LayerNorm epsilon.
   TORCH_ARG(double, norm_eps) = 1e-6;
-  // Weight init (MAE: xavier).
-  TORCH_ARG(WeightInit, weight_init) = WeightInit::kXavier;
+  // Weight init (MAE's: xavier).
+  TORCH_ARG(WeightInit, weight_init) = WeightInit::kMAE;
   // Attention kernel.
   TORCH_ARG(AttentionBackend, attention) = AttentionBackend::kAuto;
 };
@@ -78,7 +78,12 @@ class MAEDecoderImpl : public torch::nn::Cloneable<MAEDecoderImpl> {
         register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.embed_dim()}).eps(o.norm_eps())));
     pred = register_module("pred", torch::nn::Linear(o.embed_dim(), o.patch_size() * o.patch_size() * o.in_chans()));
     init_transformer_weights(*this, o.weight_init());
-    trunc_normal_(mask_token, 0.0, 0.02);
+    torch::NoGradGuard no_grad;
+    if (o.weight_init() == WeightInit::kMAE) {
+      mask_token.normal_(0.0, 0.02);  // MAE's torch.nn.init.normal_(std=.02)
+    } else {
+      trunc_normal_(mask_token, 0.0, 0.02);
+    }
   }
 
   void pretty_print(std::ostream& os) const override {

@@ -40,8 +40,8 @@ class MaskTokenMixerImpl : public torch::nn::Cloneable<MaskTokenMixerImpl> {
     os << "simmim::MaskTokenMixer(embed_dim=" << options.embed_dim() << ")";
   }
 
-  // tokens [B, L, D] with L = grid.area(); mask [B, h, w] or [B, L]: bool/uint8 (true = masked) or
-  // floating weights in [0, 1]. Unmasked tokens (w = 0) come out unchanged.
+  // tokens [B, L, D] with L = grid.area(); mask [B, h, w] or [B, L]: bool or any integer dtype (nonzero =
+  // masked) or floating weights in [0, 1]. Unmasked tokens (w = 0) come out unchanged.
   at::Tensor forward(const at::Tensor& tokens, const at::Tensor& mask, Size2d grid) {
     constexpr const char* api = "simmim::MaskTokenMixer::forward";
     SIMMIM_CHECK(
@@ -51,8 +51,9 @@ class MaskTokenMixerImpl : public torch::nn::Cloneable<MaskTokenMixerImpl> {
         describe(tokens));
     SIMMIM_CHECK_HAS_DATA(tokens, api, "tokens");
     at::Tensor m = flatten_token_mask(mask, tokens.size(0), grid, api);
-    // uint8 is a boolean mask (nonzero = masked), never a weight of 255.
-    if (m.scalar_type() == at::kByte) m = m.ne(0);
+    // Integer masks (uint8, or int64 as the official SimMIM loader collates them) are boolean: nonzero =
+    // masked, never a weight of 255 or 2.
+    if (!at::isFloatingType(m.scalar_type()) && m.scalar_type() != at::kBool) m = m.ne(0);
     if (at::isFloatingType(m.scalar_type()) && check_values_of(m)) {
       // A weight outside [0, 1] extrapolates past the token (x * (1 - w) + token * w) instead of mixing.
       const at::Tensor d = m.detach();

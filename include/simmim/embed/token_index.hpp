@@ -24,7 +24,8 @@ inline at::Tensor flatten_token_mask(const at::Tensor& mask, int64_t batch, Size
                                         : (mask.size(0) == batch && mask.size(1) == grid.area());
   SIMMIM_CHECK(ok_shape, api, "mask", expected, describe(mask));
   const auto t = mask.scalar_type();
-  SIMMIM_CHECK(t == at::kBool || t == at::kByte || at::isFloatingType(t), api, "mask", "bool, uint8 or floating",
+  SIMMIM_CHECK(t == at::kBool || at::isIntegralType(t, /*includeBool=*/false) || at::isFloatingType(t), api, "mask",
+               "bool, integer (uint8, int32, int64, ...) or floating",
                describe(mask));
   return mask.reshape({batch, grid.area()});
 }

@@ -19,7 +19,7 @@ class EncoderAdapter {
  public:
   virtual ~EncoderAdapter() = default;
 
-  // images [B, in_channels(), H, W]; mask [B, H / patch_size(), W / patch_size()] (bool or uint8, true =
+  // images [B, in_channels(), H, W]; mask [B, H / patch_size(), W / patch_size()] (bool or integer, nonzero =
   // masked; or floating weights in [0, 1]), or an undefined tensor for no masking. The encoder hides the
   // masked patches from itself (SimMIM: mask-token mixing right after its patch embedding) and returns
   // the feature map [B, out_channels(), H / stride(), W / stride()].

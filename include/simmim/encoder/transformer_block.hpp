@@ -12,6 +12,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <ostream>
+#include <string>
 
 #include "simmim/core/check.hpp"
 #include "simmim/core/init.hpp"
@@ -152,32 +153,65 @@ class TransformerBlockImpl : public torch::nn::Cloneable<TransformerBlockImpl> {
 };
 TORCH_MODULE(TransformerBlock);
 
+// The weight initializations of the three originals, by name. What each does to the ViT's tokens (CLS,
+// learned positions, mask token) is applied by VisionTransformer; init_transformer_weights below covers the
+// Linear, LayerNorm and Conv2d modules.
 enum class WeightInit {
-  kTruncNormal,  // timm / SimMIM: Linear weights trunc-normal std 0.02; patch conv keeps LibTorch's default
-  kXavier,       // MAE: Linear weights and the patch conv (as a [D, C*p*p] matrix) xavier-uniform
+  // timm's VisionTransformer: Linear weights trunc-normal std 0.02 with timm's absolute bounds +-2 (no cut
+  // in practice), biases 0; learned positions trunc-normal 0.02; CLS token N(0, 1e-6); the patch conv keeps
+  // LibTorch's default.
+  kTimm,
+  // MAE (models_mae.py): Linear weights and the patch conv (as a [D, C*p*p] matrix) xavier-uniform, biases
+  // 0; CLS and mask tokens N(0, 0.02); fixed sin-cos positions (MAEOptions sets them).
+  kMAE,
+  // The official SimMIM ViT (models/vision_transformer.py with its trunc_normal_ override): every Linear and
+  // Conv2d weight, the CLS token, learned positions and the mask token trunc-normal std 0.02 cut at +-0.02
+  // (one standard deviation); biases 0; then block i's attn.proj and mlp.fc2 weights divided by sqrt(2 (i+1)).
+  kSimMIM,
 };
 
-// Applies a scheme to every Linear and LayerNorm below `module` (not `module` itself) (biases 0, LayerNorm weight 1)
-// and, for kXavier, to every Conv2d as MAE does to its patch projection. Uses the global generator, like LibTorch's own
-// module init (torch::manual_seed makes it reproducible).
+inline const char* to_string(WeightInit w) {
+  switch (w) {
+    case WeightInit::kTimm: return "timm";
+    case WeightInit::kMAE: return "mae";
+    case WeightInit::kSimMIM: return "simmim";
+  }
+  return "?";
+}
+
+// "timm", "mae" or "simmim".
+inline WeightInit weight_init_from_name(const std::string& name) {
+  for (WeightInit w : {WeightInit::kTimm, WeightInit::kMAE, WeightInit::kSimMIM}) {
+    if (name == to_string(w)) return w;
+  }
+  SIMMIM_CHECK_VALUE(false, "simmim::weight_init_from_name", "name", "one of timm, mae, simmim", "'" + name + "'");
+  return WeightInit::kTimm;  // unreachable
+}
+
+// Applies a scheme to every Linear, LayerNorm and Conv2d below `module` (not `module` itself): weights as the
+// scheme says, biases 0, LayerNorm weight 1. Uses the global generator, like LibTorch's own module init
+// (torch::manual_seed makes it reproducible). SimMIM's per-block rescaling is VisionTransformer's.
 inline void init_transformer_weights(torch::nn::Module& module, WeightInit scheme) {
-  SIMMIM_CHECK_ENUM(scheme, 2, "WeightInit", "simmim::init_transformer_weights", "scheme",
-                    "WeightInit::kTruncNormal or kXavier");
+  SIMMIM_CHECK_ENUM(scheme, 3, "WeightInit", "simmim::init_transformer_weights", "scheme",
+                    "WeightInit::kTimm, kMAE or kSimMIM");
   torch::NoGradGuard no_grad;
   for (auto& child : module.modules(/*include_self=*/false)) {  // self is not in a shared_ptr during reset()
     if (auto* linear = child->as<torch::nn::Linear>()) {
-      if (scheme == WeightInit::kTruncNormal) {
-        trunc_normal_(linear->weight, 0.0, 0.02);
-      } else {
-        torch::nn::init::xavier_uniform_(linear->weight);
+      switch (scheme) {
+        case WeightInit::kTimm: trunc_normal_(linear->weight, 0.0, 0.02); break;
+        case WeightInit::kMAE: torch::nn::init::xavier_uniform_(linear->weight); break;
+        case WeightInit::kSimMIM: trunc_normal_(linear->weight, 0.0, 0.02, -0.02, 0.02); break;
       }
       if (linear->bias.defined()) linear->bias.zero_();
     } else if (auto* ln = child->as<torch::nn::LayerNorm>()) {
       if (ln->weight.defined()) ln->weight.fill_(1.0);
       if (ln->bias.defined()) ln->bias.zero_();
     } else if (auto* conv = child->as<torch::nn::Conv2d>()) {
-      if (scheme == WeightInit::kXavier) {
+      if (scheme == WeightInit::kMAE) {
         torch::nn::init::xavier_uniform_(conv->weight.view({conv->weight.size(0), -1}));
+      } else if (scheme == WeightInit::kSimMIM) {
+        trunc_normal_(conv->weight, 0.0, 0.02, -0.02, 0.02);
+        if (conv->bias.defined()) conv->bias.zero_();
       }
     }
   }

@@ -8,6 +8,7 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
+#include <cmath>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -79,8 +80,9 @@ struct VisionTransformerOptions {
   TORCH_ARG(double, norm_eps) = 1e-6;
   // Pooling of features().
   TORCH_ARG(FeaturePool, pool) = FeaturePool::kMean;
-  // Weight init: trunc-normal 0.02 (SimMIM / timm) or xavier (MAE).
-  TORCH_ARG(WeightInit, weight_init) = WeightInit::kTruncNormal;
+  // Weight init of an original, by name (WeightInit): timm's (this default), MAE's (MAEOptions' presets) or
+  // the official SimMIM ViT's (SimMIMOptions' presets).
+  TORCH_ARG(WeightInit, weight_init) = WeightInit::kTimm;
   // Attention kernel (kMath forces the exact path).
   TORCH_ARG(AttentionBackend, attention) = AttentionBackend::kAuto;
   // Generator of the DropPath draws (global default when unset).
@@ -106,7 +108,7 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
     SIMMIM_CHECK_VALUE(o.depth() >= 0, api, "depth", ">= 0", o.depth());
     SIMMIM_CHECK_ENUM(o.pool(), 2, "FeaturePool", api, "pool", "FeaturePool::kMean or kCls");
     SIMMIM_CHECK_ENUM(o.pos_embed(), 3, "PosEmbedKind", api, "pos_embed", "PosEmbedKind::kLearned, kSinCos or kNone");
-    SIMMIM_CHECK_ENUM(o.weight_init(), 2, "WeightInit", api, "weight_init", "WeightInit::kTruncNormal or kXavier");
+    SIMMIM_CHECK_ENUM(o.weight_init(), 3, "WeightInit", api, "weight_init", "WeightInit::kTimm, kMAE or kSimMIM");
     SIMMIM_CHECK_ENUM(o.attention(), 2, "AttentionBackend", api, "attention", "AttentionBackend::kAuto or kMath");
     SIMMIM_CHECK_VALUE(o.drop_path_rate() >= 0.0 && o.drop_path_rate() < 1.0, api, "drop_path_rate", "in [0, 1)",
                        o.drop_path_rate());
@@ -140,6 +142,7 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
     norm =
         register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.embed_dim()}).eps(o.norm_eps())));
     init_transformer_weights(*this, o.weight_init());
+    init_tokens_and_rescale(o.weight_init());
   }
 
   void pretty_print(std::ostream& os) const override {
@@ -234,6 +237,34 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
     SIMMIM_CHECK_HAS_DATA(images, api, "images");
     SIMMIM_CHECK(images.size(0) > 0, api, "images", "a non-empty batch", describe(images));
     return patch_embed(images).tokens;
+  }
+
+  // The token part of each original's init (init_transformer_weights did the layers), and SimMIM's
+  // per-block rescaling of the residual branches' output weights.
+  void init_tokens_and_rescale(WeightInit scheme) {
+    torch::NoGradGuard no_grad;
+    const bool learned_pos = pos->pos_embed.defined() && options.pos_embed() == PosEmbedKind::kLearned;
+    const at::Tensor mask_tok = mask_mixer.is_empty() ? at::Tensor() : mask_mixer->mask_token;
+    switch (scheme) {
+      case WeightInit::kTimm:  // positions and mask token: their modules' trunc-normal 0.02
+        if (pos->cls_token.defined()) pos->cls_token.normal_(0.0, 1e-6);
+        break;
+      case WeightInit::kMAE:  // sin-cos positions are fixed; a learned table keeps trunc-normal 0.02
+        if (pos->cls_token.defined()) pos->cls_token.normal_(0.0, 0.02);
+        if (mask_tok.defined()) mask_tok.normal_(0.0, 0.02);
+        break;
+      case WeightInit::kSimMIM:
+        for (const at::Tensor& t : {pos->cls_token, learned_pos ? pos->pos_embed : at::Tensor(), mask_tok}) {
+          if (t.defined()) trunc_normal_(t, 0.0, 0.02, -0.02, 0.02);
+        }
+        for (size_t i = 0; i < blocks->size(); ++i) {
+          auto* block = (*blocks)[i]->as<TransformerBlockImpl>();
+          const double scale = std::sqrt(2.0 * static_cast<double>(i + 1));
+          block->attn->proj->weight.div_(scale);
+          block->mlp->fc2->weight.div_(scale);
+        }
+        break;
+    }
   }
 
   at::Tensor run_blocks(at::Tensor x) {

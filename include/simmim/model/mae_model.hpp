@@ -27,9 +27,9 @@ struct MAEOptions {
   /* implicit */ MAEOptions(VisionTransformerOptions encoder = mae_encoder(VisionTransformerOptions()))  // NOLINT
       : encoder_(std::move(encoder)) {}
 
-  // MAE's encoder settings on top of a ViT preset: fixed sin-cos positions and xavier init.
+  // MAE's encoder settings on top of a ViT preset: fixed sin-cos positions and MAE's init.
   static VisionTransformerOptions mae_encoder(VisionTransformerOptions vit) {
-    return vit.pos_embed(PosEmbedKind::kSinCos).weight_init(WeightInit::kXavier);
+    return vit.pos_embed(PosEmbedKind::kSinCos).weight_init(WeightInit::kMAE);
   }
   // Presets. vit_base is MAE's ViT-B/16 with its 512-wide, 8-block decoder; the smaller ones scale the
   // decoder down with the encoder (MAE defines none for them).
@@ -94,7 +94,7 @@ class MAEImpl : public torch::nn::Cloneable<MAEImpl> {
   }
 
   // images [B, C, H, W] at the encoder's img_size; masks: a mask generator's MaskBatch (its ids_keep /
-  // ids_restore are used when present), or a plain mask [B, h, w] bool or uint8 (true = masked) with the
+  // ids_restore are used when present), or a plain mask [B, h, w] bool or integer (nonzero = masked) with the
   // same number of masked patches in every sample (a tensor converts to a MaskBatch). The one entry point
   // of every pretraining model: forward(images, MaskBatch). Returns {loss, reconstruction [B, C, H, W], mask}.
   PretrainOutput forward(const at::Tensor& images, const MaskBatch& masks) {
@@ -109,9 +109,9 @@ class MAEImpl : public torch::nn::Cloneable<MAEImpl> {
       SIMMIM_CHECK_HAS_DATA(mask, api, "mask");
       SIMMIM_CHECK(images.size(0) > 0, api, "images", "a non-empty batch [B, C, H, W] with B >= 1", describe(images));
       SIMMIM_CHECK(mask.dim() == 3 && mask.size(1) == grid.h && mask.size(2) == grid.w &&
-                       (mask.scalar_type() == at::kBool || mask.scalar_type() == at::kByte),
+                       (mask.scalar_type() == at::kBool || at::isIntegralType(mask.scalar_type(), false)),
                    api, "mask",
-                   "a bool or uint8 tensor [B, " + std::to_string(grid.h) + ", " + std::to_string(grid.w) + "]",
+                   "a bool or integer tensor [B, " + std::to_string(grid.h) + ", " + std::to_string(grid.w) + "]",
                    describe(mask));
       return forward(images, mask_batch_from_mask(mask.to(at::kBool)));
     }

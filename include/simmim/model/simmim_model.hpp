@@ -29,22 +29,28 @@ enum class HeadKind {
 };
 
 struct SimMIMOptions {
-  /* implicit */ SimMIMOptions(VisionTransformerOptions encoder = VisionTransformerOptions())  // NOLINT
+  // An encoder passed in is used as it is; the default and the presets are simmim_encoder's.
+  /* implicit */ SimMIMOptions(VisionTransformerOptions encoder = simmim_encoder(VisionTransformerOptions()))  // NOLINT
       : encoder_(std::move(encoder)) {}
 
-  // ViT presets (see VisionTransformerOptions). vit_base follows SimMIM's ViT-B recipe: LayerScale 0.1,
-  // drop path 0.1 (its relative position bias is not implemented; learned absolute positions instead).
+  // The official SimMIM ViT's settings on top of a ViT preset: its weight init (WeightInit::kSimMIM).
+  static VisionTransformerOptions simmim_encoder(VisionTransformerOptions vit) {
+    return vit.weight_init(WeightInit::kSimMIM);
+  }
+  // ViT presets (see VisionTransformerOptions) with SimMIM's init. vit_base follows SimMIM's ViT-B recipe:
+  // LayerScale 0.1, drop path 0.1 (its relative position bias is not implemented; learned absolute
+  // positions instead).
   static SimMIMOptions vit_tiny(Size2d img_size = Size2d(224), int64_t patch_size = 16) {
-    return SimMIMOptions(VisionTransformerOptions::tiny(img_size, patch_size));
+    return SimMIMOptions(simmim_encoder(VisionTransformerOptions::tiny(img_size, patch_size)));
   }
   static SimMIMOptions vit_small(Size2d img_size = Size2d(224), int64_t patch_size = 16) {
-    return SimMIMOptions(VisionTransformerOptions::small(img_size, patch_size));
+    return SimMIMOptions(simmim_encoder(VisionTransformerOptions::small(img_size, patch_size)));
   }
   static SimMIMOptions vit_base(Size2d img_size = Size2d(224), int64_t patch_size = 16) {
     return SimMIMOptions(
-        VisionTransformerOptions::base(img_size, patch_size).layer_scale_init(0.1).drop_path_rate(0.1));
+        simmim_encoder(VisionTransformerOptions::base(img_size, patch_size).layer_scale_init(0.1).drop_path_rate(0.1)));
   }
-  static SimMIMOptions mnist() { return SimMIMOptions(VisionTransformerOptions::mnist()); }
+  static SimMIMOptions mnist() { return SimMIMOptions(simmim_encoder(VisionTransformerOptions::mnist())); }
 
   // The ViT the model builds when no encoder is passed in (ignored when one is).
   TORCH_ARG(VisionTransformerOptions, encoder);

@@ -78,7 +78,7 @@ struct ModelSpec {
   SimMIMOptions simmim_options() const {
     ModelSpec s = *this;
     s.resolve();
-    SimMIMOptions o(vit_options());
+    SimMIMOptions o(SimMIMOptions::simmim_encoder(vit_options()));
     if (s.preset == "base") o = SimMIMOptions::vit_base(Size2d(s.image_size), s.patch_size);
     o.encoder().in_chans(s.in_chans);
     return o;
