@@ -7,6 +7,7 @@
 #include <catch2/catch_approx.hpp>
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
+#include <algorithm>
 #include <cmath>
 
 #include "model_test_utils.hpp"
@@ -263,6 +264,135 @@ TEST_CASE("attention: math path is exact softmax attention; the fused path agree
   auto images = torch::randn({2, 3, 8, 12});
   REQUIRE(close(a(images), b(images), 1e-4, 1e-5));
   REQUIRE_THROWS_AS(simmim::Attention(simmim::AttentionOptions(30, 4)), c10::ValueError);
+}
+
+TEST_CASE("relative position index: BEiT's layout on a non-square grid, with and without a CLS token",
+          "[encoder][relpos]") {
+  const simmim::Size2d grid{2, 3};
+  const int64_t R = (2 * 2 - 1) * (2 * 3 - 1);  // 15 relative offsets
+  CHECK(simmim::relative_position_table_rows(grid, true) == R + 3);
+  CHECK(simmim::relative_position_table_rows(grid, false) == R);
+  const auto with_cls = simmim::relative_position_index(grid, true);
+  const auto plain = simmim::relative_position_index(grid, false);
+  REQUIRE(with_cls.sizes() == torch::IntArrayRef({7, 7}));
+  REQUIRE(plain.sizes() == torch::IntArrayRef({6, 6}));
+  for (int64_t i = 0; i < 6; ++i) {
+    for (int64_t j = 0; j < 6; ++j) {
+      const int64_t expected = (i / 3 - j / 3 + 1) * 5 + (i % 3 - j % 3 + 2);
+      CHECK(plain[i][j].item<int64_t>() == expected);
+      CHECK(with_cls[i + 1][j + 1].item<int64_t>() == expected);
+    }
+    CHECK(with_cls[0][i + 1].item<int64_t>() == R);      // CLS attends to a patch
+    CHECK(with_cls[i + 1][0].item<int64_t>() == R + 1);  // a patch attends to CLS
+  }
+  CHECK(with_cls[0][0].item<int64_t>() == R + 2);
+  // The bias [H, N, N] reads table[index[n][m]][h].
+  const auto table = torch::randn({R + 3, 4});
+  const auto bias = simmim::relative_position_bias(table, with_cls);
+  REQUIRE(bias.sizes() == torch::IntArrayRef({4, 7, 7}));
+  CHECK(bias[2][3][5].item<float>() == table[with_cls[3][5].item<int64_t>()][2].item<float>());
+}
+
+TEST_CASE("attention: q/v-only biases and a relative position bias, on both kernels", "[encoder][relpos]") {
+  torch::manual_seed(8);
+  using simmim::AttentionOptions;
+  const auto x = torch::randn({2, 7, 16});
+  torch::NoGradGuard no_grad;
+  SECTION("key_bias(false): q_bias and v_bias parameters, the same map as a qkv bias with a zero key part") {
+    simmim::Attention split(AttentionOptions(16, 4).key_bias(false));
+    simmim::Attention full(AttentionOptions(16, 4));
+    const auto names = split->named_parameters().keys();
+    CHECK(names == std::vector<std::string>{"q_bias", "v_bias", "qkv.weight", "proj.weight", "proj.bias"});
+    CHECK(torch::equal(split->q_bias, torch::zeros({16})));
+    split->q_bias.normal_();
+    split->v_bias.normal_();
+    full->qkv->weight.copy_(split->qkv->weight);
+    full->qkv->bias.copy_(torch::cat({split->q_bias, torch::zeros({16}), split->v_bias}));
+    full->proj->weight.copy_(split->proj->weight);
+    full->proj->bias.copy_(split->proj->bias);
+    CHECK(close(split(x), full(x), 1e-6, 1e-6));
+  }
+  SECTION("rel_pos_grid: logits + table[index], a per-block table, and a bias passed in adds to it") {
+    const simmim::Size2d grid{2, 3};
+    for (const auto backend : {simmim::AttentionBackend::kMath, simmim::AttentionBackend::kAuto}) {
+      simmim::Attention attn(AttentionOptions(16, 4).rel_pos_grid(grid).backend(backend));
+      CHECK(attn->named_parameters().contains("relative_position_bias_table"));
+      CHECK(attn->named_buffers().contains("relative_position_index"));
+      attn->relative_position_bias_table.normal_();
+      // By hand, in double: split heads, scale q, add the bias, softmax.
+      const auto qkv = attn->qkv(x).to(torch::kDouble).reshape({2, 7, 3, 4, 4}).permute({2, 0, 3, 1, 4});
+      const auto bias = simmim::relative_position_bias(attn->relative_position_bias_table, attn->relative_position_index)
+                            .to(torch::kDouble);
+      auto logits = torch::einsum("bhnd,bhmd->bhnm", {qkv[0] / 2.0, qkv[1]}) + bias;
+      auto heads = torch::einsum("bhnm,bhmd->bhnd", {logits.softmax(-1), qkv[2]});
+      auto expected = attn->proj(heads.transpose(1, 2).reshape({2, 7, 16}).to(torch::kFloat));
+      CHECK(close(attn(x), expected, 1e-4, 1e-5));
+      // An extra bias passed in adds to the block's own.
+      const auto extra = torch::randn({4, 7, 7});
+      logits = logits + extra.to(torch::kDouble);
+      heads = torch::einsum("bhnm,bhmd->bhnd", {logits.softmax(-1), qkv[2]});
+      CHECK(close(attn->forward(x, extra), attn->proj(heads.transpose(1, 2).reshape({2, 7, 16}).to(torch::kFloat)),
+                  1e-4, 1e-5));
+      REQUIRE_THROWS_WITH(attn(torch::randn({2, 5, 16})),
+                          ContainsSubstring("simmim::Attention::forward: x must be [B, N, D] with N = 7 tokens"));
+    }
+  }
+}
+
+TEST_CASE("VisionTransformer relative position bias: zero tables change nothing, names as BEiT's, MAE mode refuses",
+          "[encoder][relpos]") {
+  using simmim::RelPosBias;
+  torch::manual_seed(9);
+  simmim::VisionTransformer plain(tiny_vit({8, 12}, 4));
+  const auto images = torch::randn({2, 3, 8, 12});
+  const auto mask = torch::rand({2, 2, 3}) < 0.5;
+  const auto reference = plain(images, mask);
+  for (const auto kind : {RelPosBias::kPerBlock, RelPosBias::kShared}) {
+    INFO(simmim::to_string(kind));
+    simmim::VisionTransformer vit(tiny_vit({8, 12}, 4).rel_pos_bias(kind));
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& p : plain->named_parameters()) vit->named_parameters()[p.key()].copy_(p.value());
+    }
+    const auto params = vit->named_parameters();
+    if (kind == RelPosBias::kPerBlock) {
+      CHECK(params.contains("blocks.0.attn.relative_position_bias_table"));
+      CHECK(params.contains("blocks.1.attn.relative_position_bias_table"));
+      CHECK(vit->named_buffers().contains("blocks.1.attn.relative_position_index"));
+      CHECK_FALSE(params.contains("rel_pos_bias.relative_position_bias_table"));
+    } else {
+      CHECK(params.contains("rel_pos_bias.relative_position_bias_table"));
+      CHECK(vit->named_buffers().contains("rel_pos_bias.relative_position_index"));
+      CHECK_FALSE(params.contains("blocks.0.attn.relative_position_bias_table"));
+    }
+    // Tables start at zero (BEiT), so the encoder starts as the same function.
+    auto out = vit(images, mask);
+    CHECK(close(out, reference, 1e-5, 1e-6));
+    // The tables learn.
+    out.pow(2).sum().backward();
+    for (const auto& p : params) {
+      if (p.key().find("relative_position_bias_table") != std::string::npos) {
+        CHECK(p.value().grad().abs().sum().item<double>() > 0);
+      }
+    }
+    REQUIRE_THROWS_WITH(vit->forward_visible(images, torch::zeros({2, 3}, torch::kLong)),
+                        ContainsSubstring("options.rel_pos_bias must be RelPosBias::kNone in MAE mode"));
+  }
+  // The official SimMIM ViT-B recipe: shared table, no absolute positions, q/v biases only.
+  const auto base = simmim::SimMIMOptions::vit_base().encoder();
+  CHECK(base.rel_pos_bias() == RelPosBias::kShared);
+  CHECK(base.pos_embed() == simmim::PosEmbedKind::kNone);
+  CHECK_FALSE(base.key_bias());
+  CHECK(base.layer_scale_init() == 0.1);
+  simmim::VisionTransformer small_base(
+      simmim::VisionTransformerOptions(base).img_size(32).patch_size(16).embed_dim(24).depth(2).num_heads(2));
+  const auto names = small_base->named_parameters().keys();
+  for (const std::string name : {"rel_pos_bias.relative_position_bias_table", "blocks.0.attn.q_bias",
+                                 "blocks.0.attn.v_bias", "pos.cls_token"}) {
+    CHECK(std::find(names.begin(), names.end(), name) != names.end());
+  }
+  CHECK(std::find(names.begin(), names.end(), "blocks.0.attn.qkv.bias") == names.end());
+  CHECK(std::find(names.begin(), names.end(), "pos.pos_embed") == names.end());
 }
 
 TEST_CASE("VisionTransformer: shapes for odd and non-square images, names for the trainers", "[encoder]") {

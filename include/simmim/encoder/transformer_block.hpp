@@ -82,6 +82,12 @@ struct TransformerBlockOptions {
   TORCH_ARG(double, mlp_ratio) = 4.0;
   // Bias on the qkv projection.
   TORCH_ARG(bool, qkv_bias) = true;
+  // With qkv_bias: a key bias too (false: BEiT's "q_bias" / "v_bias"; AttentionOptions::key_bias).
+  TORCH_ARG(bool, key_bias) = true;
+  // This block's own relative position bias over this patch grid (AttentionOptions::rel_pos_grid).
+  TORCH_ARG(c10::optional<Size2d>, rel_pos_grid) = c10::nullopt;
+  // With rel_pos_grid: the tokens start with a CLS token.
+  TORCH_ARG(bool, rel_pos_cls_token) = true;
   // Stochastic-depth probability of both residual branches.
   TORCH_ARG(double, drop_path) = 0.0;
   // LayerScale initial value; 0 disables LayerScale (no "ls1"/"ls2" submodules).
@@ -110,6 +116,9 @@ class TransformerBlockImpl : public torch::nn::Cloneable<TransformerBlockImpl> {
     norm1 = register_module("norm1", ln());
     attn = register_module("attn", Attention(AttentionOptions(options.dim(), options.num_heads())
                                                  .qkv_bias(options.qkv_bias())
+                                                 .key_bias(options.key_bias())
+                                                 .rel_pos_grid(options.rel_pos_grid())
+                                                 .rel_pos_cls_token(options.rel_pos_cls_token())
                                                  .backend(options.attention())));
     norm2 = register_module("norm2", ln());
     const auto hidden =
@@ -132,9 +141,10 @@ class TransformerBlockImpl : public torch::nn::Cloneable<TransformerBlockImpl> {
        << ", layer_scale_init=" << options.layer_scale_init() << ")";
   }
 
-  // x [B, N, D] -> [B, N, D].
-  at::Tensor forward(const at::Tensor& x) {
-    at::Tensor a = attn(norm1(x));
+  // x [B, N, D] -> [B, N, D]; attn_bias: an additive attention-logit bias (a shared relative position
+  // bias [H, N, N]; Attention::forward).
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& attn_bias = {}) {
+    at::Tensor a = attn->forward(norm1(x), attn_bias);
     if (!ls1.is_empty()) a = ls1(a);
     at::Tensor y = x + drop_path(a);
     at::Tensor m = mlp(norm2(y));

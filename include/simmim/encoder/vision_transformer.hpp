@@ -24,6 +24,22 @@
 
 SIMMIM_NAMESPACE_BEGIN
 
+// Relative position bias of the attention logits (BEiT, the official SimMIM ViT).
+enum class RelPosBias {
+  kNone,      // none (timm's ViT, MAE)
+  kPerBlock,  // a table in every block: "blocks.<i>.attn.relative_position_bias_table"
+  kShared,    // one table for all blocks: "rel_pos_bias.relative_position_bias_table" (SimMIM's ViT-B recipe)
+};
+
+inline const char* to_string(RelPosBias r) {
+  switch (r) {
+    case RelPosBias::kNone: return "none";
+    case RelPosBias::kPerBlock: return "per_block";
+    case RelPosBias::kShared: return "shared";
+  }
+  return "?";
+}
+
 // How features() pools the tokens into one embedding per image.
 enum class FeaturePool {
   kMean,  // mean of the patch tokens (MAE's global pool for fine-tuning)
@@ -64,6 +80,12 @@ struct VisionTransformerOptions {
   TORCH_ARG(double, mlp_ratio) = 4.0;
   // Bias on the qkv projection.
   TORCH_ARG(bool, qkv_bias) = true;
+  // With qkv_bias: a key bias too (timm, MAE). false: the official SimMIM ViT's / BEiT's "attn.q_bias" and
+  // "attn.v_bias" parameters and a qkv Linear without bias.
+  TORCH_ARG(bool, key_bias) = true;
+  // Relative position bias of the attention (none, per block, shared); needs every position in the
+  // blocks, so SimMIM mode only (forward_visible refuses it).
+  TORCH_ARG(RelPosBias, rel_pos_bias) = RelPosBias::kNone;
   // Stochastic depth: block i drops its branches with probability drop_path_rate * i / (depth - 1).
   TORCH_ARG(double, drop_path_rate) = 0.0;
   // LayerScale initial value (0.1 in SimMIM's ViT-B recipe); 0 disables LayerScale.
@@ -97,7 +119,8 @@ struct EncoderFeatures {
 };
 
 // Submodules: "patch_embed", "mask_mixer" (if mask_token), "pos" (parameters "pos.pos_embed",
-// "pos.cls_token"), "blocks" (0..depth-1), "norm". Names inside blocks follow timm.
+// "pos.cls_token"), "blocks" (0..depth-1), "rel_pos_bias" (kShared), "norm". Names inside blocks follow
+// timm, and BEiT's for q_bias / v_bias and the relative position tables.
 class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>, public EncoderAdapter {
  public:
   explicit VisionTransformerImpl(VisionTransformerOptions options_ = {}) : options(std::move(options_)) { reset(); }
@@ -110,6 +133,8 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
     SIMMIM_CHECK_ENUM(o.pos_embed(), 3, "PosEmbedKind", api, "pos_embed", "PosEmbedKind::kLearned, kSinCos or kNone");
     SIMMIM_CHECK_ENUM(o.weight_init(), 3, "WeightInit", api, "weight_init", "WeightInit::kTimm, kMAE or kSimMIM");
     SIMMIM_CHECK_ENUM(o.attention(), 2, "AttentionBackend", api, "attention", "AttentionBackend::kAuto or kMath");
+    SIMMIM_CHECK_ENUM(o.rel_pos_bias(), 3, "RelPosBias", api, "rel_pos_bias",
+                      "RelPosBias::kNone, kPerBlock or kShared");
     SIMMIM_CHECK_VALUE(o.drop_path_rate() >= 0.0 && o.drop_path_rate() < 1.0, api, "drop_path_rate", "in [0, 1)",
                        o.drop_path_rate());
     SIMMIM_CHECK_VALUE(o.pool() != FeaturePool::kCls || o.cls_token(), api, "pool",
@@ -132,12 +157,24 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
       TransformerBlock block(TransformerBlockOptions(o.embed_dim(), o.num_heads())
                                  .mlp_ratio(o.mlp_ratio())
                                  .qkv_bias(o.qkv_bias())
+                                 .key_bias(o.key_bias())
+                                 .rel_pos_grid(o.rel_pos_bias() == RelPosBias::kPerBlock
+                                                   ? c10::optional<Size2d>(grid_)
+                                                   : c10::nullopt)
+                                 .rel_pos_cls_token(o.cls_token())
                                  .drop_path(dpr)
                                  .layer_scale_init(o.layer_scale_init())
                                  .norm_eps(o.norm_eps())
                                  .attention(o.attention())
                                  .generator(o.generator()));
       blocks->push_back(block);
+    }
+    if (o.rel_pos_bias() == RelPosBias::kShared) {
+      rel_pos_bias = register_module(
+          "rel_pos_bias",
+          RelativePositionBias(RelativePositionBiasOptions(grid_, o.num_heads()).cls_token(o.cls_token())));
+    } else {
+      rel_pos_bias = nullptr;
     }
     norm =
         register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.embed_dim()}).eps(o.norm_eps())));
@@ -188,6 +225,9 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
       SIMMIM_CHECK(lo >= 0 && hi < grid_.area(), api, "ids_keep",
                    "token indices in [0, " + std::to_string(grid_.area()) + ")", "min ", lo, ", max ", hi);
     }
+    SIMMIM_CHECK(options.rel_pos_bias() == RelPosBias::kNone, api, "options.rel_pos_bias",
+                 "RelPosBias::kNone in MAE mode (the bias is defined over every position of the grid)",
+                 to_string(options.rel_pos_bias()));
     x = gather_tokens(pos->add_to_patches(x), ids_keep.to(x.device()));
     return run_blocks(pos->prepend_cls(x));
   }
@@ -220,6 +260,7 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
   MaskTokenMixer mask_mixer{nullptr};
   PositionEmbedding pos{nullptr};
   torch::nn::ModuleList blocks{nullptr};
+  RelativePositionBias rel_pos_bias{nullptr};  // RelPosBias::kShared only
   torch::nn::LayerNorm norm{nullptr};
 
  protected:
@@ -270,7 +311,8 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
   at::Tensor run_blocks(at::Tensor x) {
     // Through the list on every call: clone() refills a ModuleList with new block objects, so cached
     // pointers would go stale.
-    for (const auto& block : *blocks) x = block->as<TransformerBlockImpl>()->forward(x);
+    const at::Tensor shared_bias = rel_pos_bias.is_empty() ? at::Tensor() : rel_pos_bias->forward();
+    for (const auto& block : *blocks) x = block->as<TransformerBlockImpl>()->forward(x, shared_bias);
     return norm(x);
   }
 

@@ -37,9 +37,9 @@ struct SimMIMOptions {
   static VisionTransformerOptions simmim_encoder(VisionTransformerOptions vit) {
     return vit.weight_init(WeightInit::kSimMIM);
   }
-  // ViT presets (see VisionTransformerOptions) with SimMIM's init. vit_base follows SimMIM's ViT-B recipe:
-  // LayerScale 0.1, drop path 0.1 (its relative position bias is not implemented; learned absolute
-  // positions instead).
+  // ViT presets (see VisionTransformerOptions) with SimMIM's init. vit_base is the official SimMIM ViT-B
+  // recipe (simmim_pretrain__vit_base__img224): one relative position bias shared by the blocks and no
+  // absolute positions, q/v-only attention biases, LayerScale 0.1, drop path 0.1.
   static SimMIMOptions vit_tiny(Size2d img_size = Size2d(224), int64_t patch_size = 16) {
     return SimMIMOptions(simmim_encoder(VisionTransformerOptions::tiny(img_size, patch_size)));
   }
@@ -48,7 +48,12 @@ struct SimMIMOptions {
   }
   static SimMIMOptions vit_base(Size2d img_size = Size2d(224), int64_t patch_size = 16) {
     return SimMIMOptions(
-        simmim_encoder(VisionTransformerOptions::base(img_size, patch_size).layer_scale_init(0.1).drop_path_rate(0.1)));
+        simmim_encoder(VisionTransformerOptions::base(img_size, patch_size)
+                           .pos_embed(PosEmbedKind::kNone)
+                           .rel_pos_bias(RelPosBias::kShared)
+                           .key_bias(false)
+                           .layer_scale_init(0.1)
+                           .drop_path_rate(0.1)));
   }
   static SimMIMOptions mnist() { return SimMIMOptions(simmim_encoder(VisionTransformerOptions::mnist())); }
 

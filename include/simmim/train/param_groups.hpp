@@ -26,9 +26,10 @@ struct ParamGroupOptions {
   TORCH_ARG(torch::optim::AdamWOptions, adamw) =
       torch::optim::AdamWOptions(1e-3).betas({0.9, 0.999}).eps(1e-8).weight_decay(0.05);
   // A parameter whose name contains one of these gets no weight decay (besides every 1-D parameter and
-  // every "*.bias"). Tokens and position embeddings are learned offsets: decaying them toward 0 only hurts.
+  // every "*.bias"). Tokens and position embeddings (absolute and relative) are learned offsets: decaying
+  // them toward 0 only hurts (SimMIM's and BEiT's skip lists name the same).
   TORCH_ARG(std::vector<std::string>, no_decay_names) =
-      std::vector<std::string>{"mask_token", "pos_embed", "cls_token"};
+      std::vector<std::string>{"mask_token", "pos_embed", "cls_token", "relative_position_bias_table"};
   // Layer-wise lr decay (BEiT / SimMIM fine-tuning): scale = layer_decay^(L + 1 - layer_id). 1 = off.
   TORCH_ARG(double, layer_decay) = 1.0;
   // L, the number of transformer blocks; -1 infers it as 1 + the largest "blocks.<i>." index.
