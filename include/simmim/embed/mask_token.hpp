@@ -65,6 +65,15 @@ class MaskTokenMixerImpl : public torch::nn::Cloneable<MaskTokenMixerImpl> {
     return tokens * (1 - w) + mask_token * w;
   }
 
+  // The same on a feature map x [B, D, h, w] (a CNN stem's output), mask [B, h, w] or [B, h * w].
+  at::Tensor forward_map(const at::Tensor& x, const at::Tensor& mask) {
+    constexpr const char* api = "simmim::MaskTokenMixer::forward_map";
+    SIMMIM_CHECK(x.defined() && x.dim() == 4 && x.size(1) == options.embed_dim(), api, "x",
+                 "a feature map [B, D, h, w] with D = " + std::to_string(options.embed_dim()), describe(x));
+    const Size2d grid{x.size(2), x.size(3)};
+    return forward(x.flatten(2).transpose(1, 2), mask, grid).transpose(1, 2).reshape(x.sizes());
+  }
+
   MaskTokenMixerOptions options;
   at::Tensor mask_token;
 };
