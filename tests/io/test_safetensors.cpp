@@ -141,6 +141,7 @@ TEST_CASE("safetensors: each malformed file is its own error naming the file", "
       {"missing field", file_of("{\"a\":{\"dtype\":\"U8\",\"shape\":[0]}}"), "lacks one of"},
       {"unknown field", file_of("{\"a\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0],\"x\":1}}"),
        "unknown field 'x'"},
+      {"nested too deep", file_of("{\"a\":{\"shape\":[[[[[0]]]]]}}"), "nests deeper"},
       {"metadata of numbers", file_of("{\"__metadata__\":{\"k\":1}}"), "is not a string"},
   };
   for (const auto& c : cases) {

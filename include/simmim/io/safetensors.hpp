@@ -152,10 +152,14 @@ inline SafetensorsContent parse_safetensors(const std::string& bytes, const std:
   if (n < 2 || bytes[8] != '{') fail("the header does not start with '{' (not a JSON object)");
 
   // Duplicate names are an error (a JSON parser would keep one silently): one set of keys per open object.
+  // A safetensors header nests three deep (root, tensor entry, shape / offsets array); deeper input stops
+  // the parse at once instead of building millions of nested values first.
+  struct TooDeep {};
   std::vector<std::set<std::string>> keys;
   std::string duplicate;
-  const auto callback = [&](int /*depth*/, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+  const auto callback = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
     using E = nlohmann::json::parse_event_t;
+    if (depth > 3) throw TooDeep{};
     if (event == E::object_start) {
       keys.emplace_back();
     } else if (event == E::object_end) {
@@ -171,6 +175,8 @@ inline SafetensorsContent parse_safetensors(const std::string& bytes, const std:
     header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<std::ptrdiff_t>(n), callback);
   } catch (const nlohmann::json::exception& e) {
     fail(std::string("the header is not valid JSON: ") + e.what());
+  } catch (const TooDeep&) {
+    fail("the header nests deeper than a safetensors header (object, tensor entry, array)");
   }
   if (!duplicate.empty()) fail("the header names '" + duplicate + "' twice");
   if (!header.is_object()) fail("the header is not a JSON object");
