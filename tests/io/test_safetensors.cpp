@@ -163,6 +163,10 @@ TEST_CASE("safetensors: each malformed file is its own error naming the file", "
                       ContainsSubstring("'/nonexistent/x.safetensors' (no such file)"));
   REQUIRE_THROWS_WITH(simmim::serialize_safetensors({{"z", torch::zeros({2}, torch::kComplexFloat)}}),
                       ContainsSubstring("tensors['z'] must be of a dtype safetensors stores"));
+  REQUIRE_THROWS_WITH(simmim::serialize_safetensors({{"bad\xff", torch::zeros({2})}}),
+                      ContainsSubstring("named in valid UTF-8"));
+  REQUIRE_THROWS_WITH(simmim::serialize_safetensors({{"sparse", torch::eye(2).to_sparse()}}),
+                      ContainsSubstring("a dense (strided) tensor"));
   REQUIRE_THROWS_WITH(simmim::serialize_safetensors({{"__metadata__", torch::zeros({2})}}),
                       ContainsSubstring("other than \"__metadata__\""));
 }

@@ -106,6 +106,8 @@ inline std::string serialize_safetensors(const TensorMap& tensors,
                  "named by non-empty names other than \"__metadata__\"", "a tensor named '" + name + "'");
     SIMMIM_CHECK(t.defined(), api, "tensors['" + name + "']", "a defined tensor", "an undefined tensor");
     SIMMIM_CHECK_HAS_DATA(t, api, "tensors['" + name + "']");
+    SIMMIM_CHECK(t.layout() == at::kStrided, api, "tensors['" + name + "']", "a dense (strided) tensor", describe(t),
+                 " with layout ", t.layout());
     const auto* dt = detail::safetensors_dtype_of(t.scalar_type());
     SIMMIM_CHECK(dt != nullptr, api, "tensors['" + name + "']",
                  "of a dtype safetensors stores (double, float, half, bfloat16, int64, int32, int16, int8, uint8, bool)",
@@ -116,7 +118,12 @@ inline std::string serialize_safetensors(const TensorMap& tensors,
     offset += nbytes;
     data.push_back(std::move(c));
   }
-  std::string json = header.dump();
+  std::string json;
+  try {
+    json = header.dump();
+  } catch (const nlohmann::json::exception& e) {  // a name or metadata that is not valid UTF-8
+    SIMMIM_CHECK(false, api, "tensors and metadata", "named in valid UTF-8 (JSON text)", e.what());
+  }
   json.append((8 - (8 + json.size()) % 8) % 8, ' ');
   std::string out(8, '\0');
   const uint64_t n = json.size();
