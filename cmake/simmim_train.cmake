@@ -1,7 +1,7 @@
 # simmim::train: include/simmim/train/ needs more than LibTorch — stb (PNG writing, image decoding), zlib
-# (Fashion-MNIST's .gz files) and nlohmann-json (metrics). The core library stays LibTorch-only; this
-# INTERFACE target adds those, and exists only when all three are found (Debian: libstb-dev zlib1g-dev
-# nlohmann-json3-dev). SIMMIM_HAS_TRAIN tells the tests and examples whether it is there.
+# (Fashion-MNIST's .gz files) and nlohmann-json (metrics, io/'s safetensors). The core library stays
+# LibTorch-only; this INTERFACE target adds those, and exists only when all three are found (Debian:
+# libstb-dev zlib1g-dev nlohmann-json3-dev). SIMMIM_HAS_TRAIN tells the tests and examples whether it is there.
 find_package(ZLIB QUIET)
 find_package(nlohmann_json 3 QUIET)
 find_path(SIMMIM_STB_INCLUDE_DIR stb/stb_image_write.h)

@@ -2,7 +2,7 @@
 # Builds simmim's libFuzzer targets with clang (SIMMIM_FUZZ=ON, build/fuzz) and runs each for a short while
 # on its seed corpus (tests/fuzz/corpus/<target>/, copied: the seeds in the tree stay as they are).
 #   SIMMIM_FUZZ_SECONDS  seconds per target (default 20)
-#   SIMMIM_FUZZ_TARGETS  which targets (default: mask_spec checkpoint idx image)
+#   SIMMIM_FUZZ_TARGETS  which targets (default: mask_spec checkpoint idx image safetensors)
 #   SIMMIM_JOBS          build jobs (default: the core count)
 # A finding stops the script with libFuzzer's report and leaves the reproducer in build/fuzz/findings/.
 set -euo pipefail
@@ -10,7 +10,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SIMMIM_BUILD_DIR="${SIMMIM_BUILD_DIR:-$here/../build/fuzz}"
 source "$here/common.sh"
 seconds="${SIMMIM_FUZZ_SECONDS:-20}"
-targets="${SIMMIM_FUZZ_TARGETS:-mask_spec checkpoint idx image}"
+targets="${SIMMIM_FUZZ_TARGETS:-mask_spec checkpoint idx image safetensors}"
 
 command -v clang++ >/dev/null || { echo "fuzz-smoke: needs clang (apt-get install clang libclang-rt-14-dev)" >&2; exit 1; }
 gen=()

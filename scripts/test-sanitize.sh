@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the unit-test executables with AddressSanitizer + UndefinedBehaviorSanitizer (CMake preset "asan",
-# build/asan) and runs them (ctest label "unit": core, masking, loss, model, train; the examples and the
+# build/asan) and runs them (ctest label "unit": core, masking, loss, model, train, io; the examples and the
 # consumer builds are not part of it).
 #   SIMMIM_JOBS  build and test jobs (default: the core count)
 # Debian's LibTorch is not instrumented. On its 1.13 the unit tests run clean with ASan's defaults (leak
@@ -15,7 +15,7 @@ source "$here/common.sh"
 cd "$root"
 cmake --preset asan "${torch_args[@]}" >/dev/null
 cmake --build build/asan -j "$jobs" --target simmim_test_core simmim_test_masking simmim_test_loss \
-  simmim_test_model simmim_test_train
+  simmim_test_model simmim_test_train simmim_test_io
 export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 cd build/asan

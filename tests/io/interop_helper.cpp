@@ -1,0 +1,91 @@
+// The C++ half of tests/io/interop_timm.py: exports a simmim ViT (timm names) with its features on fixed
+// images, loads timm's weights strictly and computes features on timm's images, copies safetensors files and
+// resamples position tables, so that the Python side can compare each against timm and Python's safetensors.
+//   interop_helper export   DIR CONFIG   -> DIR/simmim_vit.safetensors, DIR/simmim_features.safetensors
+//   interop_helper import   DIR CONFIG   DIR/timm_vit.safetensors, DIR/timm_features.safetensors ->
+//                                        DIR/simmim_from_timm.safetensors
+//   interop_helper copy     IN OUT
+//   interop_helper resample IN OUT SRC_H SRC_W DST_H DST_W PREFIX   (the tensor "pos_embed")
+// CONFIG: "H,W,patch,dim,depth,heads,in_chans,cls_token,layer_scale,qkv_bias".
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <exception>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "simmim/encoder/vision_transformer.hpp"
+#include "simmim/io/adapt_weights.hpp"
+#include "simmim/io/module_weights.hpp"
+
+namespace {
+
+simmim::VisionTransformerOptions parse_config(const std::string& text) {
+  std::vector<double> v;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) v.push_back(std::stod(item));
+  TORCH_CHECK(v.size() == 10, "interop_helper: CONFIG must have 10 fields; got '", text, "'");
+  const auto i = [&](size_t k) { return static_cast<int64_t>(v[k]); };
+  return simmim::VisionTransformerOptions(simmim::Size2d(i(0), i(1)), i(2), i(3), i(4), i(5))
+      .in_chans(i(6))
+      .cls_token(v[7] != 0)
+      .pool(simmim::FeaturePool::kMean)
+      .layer_scale_init(v[8])
+      .qkv_bias(v[9] != 0);
+}
+
+int run(const std::vector<std::string>& a) {
+  if (a.size() == 3 && a[0] == "export") {
+    torch::manual_seed(11);
+    simmim::VisionTransformer vit(parse_config(a[2]));
+    {
+      // Away from the init's zeros and ones, so that a bias or a norm mapped wrongly shows.
+      torch::NoGradGuard no_grad;
+      for (auto& p : vit->parameters()) p.add_(torch::randn_like(p) * 0.05);
+    }
+    vit->eval();
+    const auto& o = vit->options;
+    const auto images = torch::randn({3, o.in_chans(), o.img_size().h, o.img_size().w});
+    simmim::save_module_safetensors(*vit, a[1] + "/simmim_vit.safetensors", simmim::NameMap::timm_vit());
+    torch::NoGradGuard no_grad;
+    simmim::save_safetensors(a[1] + "/simmim_features.safetensors", {{"images", images}, {"tokens", vit->forward(images)}});
+    return 0;
+  }
+  if (a.size() == 3 && a[0] == "import") {
+    simmim::VisionTransformer vit(parse_config(a[2]));
+    vit->eval();
+    const auto report = simmim::load_module_safetensors(*vit, a[1] + "/timm_vit.safetensors", simmim::NameMap::timm_vit());
+    std::printf("interop_helper import: %s\n", report.summary().c_str());
+    const auto in = simmim::load_safetensors(a[1] + "/timm_features.safetensors");
+    torch::NoGradGuard no_grad;
+    simmim::save_safetensors(a[1] + "/simmim_from_timm.safetensors", {{"tokens", vit->forward(in.tensors.at("images"))}});
+    return 0;
+  }
+  if (a.size() == 3 && a[0] == "copy") {
+    const auto c = simmim::load_safetensors(a[1]);
+    simmim::save_safetensors(a[2], c.tensors, c.metadata);
+    return 0;
+  }
+  if (a.size() == 8 && a[0] == "resample") {
+    const auto c = simmim::load_safetensors(a[1]);
+    const auto n = [&](size_t k) { return static_cast<int64_t>(std::stoll(a[k])); };
+    simmim::save_safetensors(a[2], {{"pos_embed", simmim::resample_pos_embed(c.tensors.at("pos_embed"), {n(3), n(4)},
+                                                                             {n(5), n(6)}, n(7))}});
+    return 0;
+  }
+  std::fprintf(stderr, "usage: interop_helper export|import DIR CONFIG | copy IN OUT | resample IN OUT SH SW DH DW P\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(std::vector<std::string>(argv + 1, argv + argc));
+  } catch (const std::exception& e) {
+    const auto* c10 = dynamic_cast<const c10::Error*>(&e);
+    std::fprintf(stderr, "interop_helper: %s\n", c10 ? c10->what_without_backtrace() : e.what());
+    return 1;
+  }
+}
