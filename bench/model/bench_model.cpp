@@ -4,12 +4,16 @@
 //   mae_step/vit_tiny/B4_224/ratio:R       MAE, ViT-Ti/16 encoder + 128-wide 4-block decoder, R = 0.5 / 0.75 / 0.9:
 //                                          the encoder sees (1 - R) of the tokens, so the step gets cheaper
 //   simmim_step/mnist/B64_28, mae_step/mnist/B64_28/ratio:0.75   the 28x28 presets (patch 7, width 128, depth 4)
+//   simmim_step/<resnet18|resnet50|convnext_tiny>/B4_224   SimMIM with a CNN encoder (mask at the stride-4 stem,
+//                                          32-px cells, the head at stride 32)
 // Masks come from the library's generators, drawn once outside the timed loop (their cost is in
 // bench/masking). Items processed = images. Batch 4 at 224: Debian's LibTorch runs on the reference
 // (netlib) BLAS, where one ViT-Ti step of 8 images already takes tens of seconds.
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#include "simmim/encoder/convnext.hpp"
+#include "simmim/encoder/resnet.hpp"
 #include "simmim/masking/mask_factory.hpp"
 #include "simmim/model/mae_model.hpp"
 #include "simmim/model/simmim_model.hpp"
@@ -51,6 +55,24 @@ void mae_step(benchmark::State& state, simmim::MAEOptions options, int64_t batch
   run_steps(state, model, images, [&] { return model->forward(images, masks); });
 }
 
+template <typename Encoder>
+void cnn_step(benchmark::State& state, Encoder encoder, int64_t batch) {
+  simmim::SimMIM model(encoder);
+  const simmim::Size2d img(224);
+  const auto images = torch::randn({batch, 3, img.h, img.w});
+  const auto masks = simmim::make_mask_generator("simmim:ratio=0.6,mask_patch=32", simmim::MaskGeometry(img, 4))
+                         ->generate(batch, simmim::make_generator(1));
+  run_steps(state, model, images, [&] { return model(images, masks.mask); });
+}
+void resnet_step(benchmark::State& state, simmim::ResNetOptions options, int64_t batch) {
+  torch::manual_seed(0);
+  cnn_step(state, simmim::ResNet(options), batch);
+}
+void convnext_step(benchmark::State& state, simmim::ConvNeXtOptions options, int64_t batch) {
+  torch::manual_seed(0);
+  cnn_step(state, simmim::ConvNeXt(options), batch);
+}
+
 }  // namespace
 
 // clang-format off (it would put spaces into the benchmark names)
@@ -73,3 +95,12 @@ BENCHMARK_CAPTURE(mae_step, mnist/B64_28/ratio:0.75, simmim::MAEOptions::mnist()
     ->Unit(benchmark::kMillisecond)
     ->MinTime(3.0);
 // clang-format on
+BENCHMARK_CAPTURE(resnet_step, resnet18/B4_224, simmim::ResNetOptions::resnet18(), 4)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
+BENCHMARK_CAPTURE(resnet_step, resnet50/B4_224, simmim::ResNetOptions::resnet50(), 4)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
+BENCHMARK_CAPTURE(convnext_step, convnext_tiny/B4_224, simmim::ConvNeXtOptions::tiny(), 4)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
