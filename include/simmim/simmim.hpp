@@ -19,6 +19,7 @@
 #include "simmim/encoder/drop_path.hpp"
 #include "simmim/encoder/encoder_adapter.hpp"
 #include "simmim/encoder/resnet.hpp"
+#include "simmim/encoder/swin.hpp"
 #include "simmim/encoder/transformer_block.hpp"
 #include "simmim/encoder/vision_transformer.hpp"
 #include "simmim/decoder/conv_head.hpp"

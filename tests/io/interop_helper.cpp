@@ -6,15 +6,22 @@
 //                                        DIR/simmim_from_timm.safetensors
 //   interop_helper copy     IN OUT
 //   interop_helper resample IN OUT SRC_H SRC_W DST_H DST_W PREFIX   (the tensor "pos_embed")
+//   interop_helper encoder  KIND DIR     -> DIR/KIND.safetensors (weights under simmim's own names, which are
+//                                        timm's), DIR/KIND_features.safetensors; KIND: resnet_basic,
+//                                        resnet_bottleneck, convnext, swin (the small configs of interop_timm.py)
 // CONFIG: "H,W,patch,dim,depth,heads,in_chans,cls_token,layer_scale,qkv_bias".
 #include <torch/torch.h>
 
 #include <cstdio>
 #include <exception>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "simmim/encoder/convnext.hpp"
+#include "simmim/encoder/resnet.hpp"
+#include "simmim/encoder/swin.hpp"
 #include "simmim/encoder/vision_transformer.hpp"
 #include "simmim/io/adapt_weights.hpp"
 #include "simmim/io/module_weights.hpp"
@@ -35,7 +42,57 @@ simmim::VisionTransformerOptions parse_config(const std::string& text) {
       .qkv_bias(v[9] != 0);
 }
 
+// A small encoder of each kind, its weights moved off their init (BatchNorm statistics included), its
+// weights without what timm does not save (our mask token; Swin's index and mask buffers, which timm keeps
+// out of its state dict), and its stride-32 features on fixed images in eval mode.
+void export_encoder(const std::string& kind, const std::string& dir) {
+  torch::manual_seed(13);
+  std::shared_ptr<torch::nn::Module> module;
+  std::function<at::Tensor(const at::Tensor&)> features;
+  int64_t chans = 3, h = 64, w = 96;
+  if (kind == "resnet_basic" || kind == "resnet_bottleneck") {
+    simmim::ResNet m(simmim::ResNetOptions({1, 2, 1, 1}, kind == "resnet_bottleneck").in_chans(chans));  // timm: 64-wide stem
+    module = m.ptr();
+    features = [m](const at::Tensor& x) mutable { return m->forward(x); };
+  } else if (kind == "convnext") {
+    chans = 4;
+    simmim::ConvNeXt m(simmim::ConvNeXtOptions({1, 2, 1, 1}, {16, 24, 32, 40}).in_chans(chans));
+    module = m.ptr();
+    features = [m](const at::Tensor& x) mutable { return m->forward(x); };
+  } else if (kind == "swin") {
+    simmim::SwinTransformer m(simmim::SwinOptions({h, w}, 7, 16, {1, 2, 1, 1}, {1, 2, 2, 4}));
+    module = m.ptr();
+    features = [m](const at::Tensor& x) mutable { return m->forward(x); };
+  } else {
+    TORCH_CHECK(false, "interop_helper encoder: unknown KIND '", kind, "'");
+  }
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : module->parameters()) p.add_(torch::randn_like(p) * 0.05);
+    for (auto& b : module->named_buffers()) {
+      if (b.key().find("running_") != std::string::npos) b.value().add_(torch::rand_like(b.value()) * 0.5);
+    }
+  }
+  module->eval();
+  simmim::TensorMap weights;
+  for (auto& [name, t] : simmim::module_tensors(*module)) {
+    if (name.find("mask_token") != std::string::npos || name.find("relative_position_index") != std::string::npos ||
+        name.find("attn_mask") != std::string::npos) {
+      continue;
+    }
+    weights.emplace(name, t.contiguous());
+  }
+  simmim::save_safetensors(dir + "/" + kind + ".safetensors", weights);
+  const auto images = torch::randn({2, chans, h, w});
+  torch::NoGradGuard no_grad;
+  simmim::save_safetensors(dir + "/" + kind + "_features.safetensors", {{"images", images}, {"features", features(images)}});
+}
+
 int run(const std::vector<std::string>& a) {
+  if (a.size() == 3 && a[0] == "encoder") {
+    export_encoder(a[1], a[2]);
+    return 0;
+  }
   if (a.size() == 3 && a[0] == "export") {
     torch::manual_seed(11);
     simmim::VisionTransformer vit(parse_config(a[2]));

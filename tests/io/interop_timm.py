@@ -3,7 +3,9 @@
 A simmim ViT exported with timm's names loads into timm's VisionTransformer with strict=True and gives the
 same tokens on the same images within 1e-5; a timm ViT's weights saved by Python load into simmim
 (strictly) and give timm's tokens; every safetensors dtype written by Python reads and writes back through
-simmim; and simmim's resample_pos_embed matches timm's resample_abs_pos_embed (bicubic, no antialias).
+simmim; and simmim's resample_pos_embed matches timm's resample_abs_pos_embed (bicubic, no antialias). And simmim's ResNet
+(basic and bottleneck blocks), ConvNeXt and Swin load into timm's ResNet / ConvNeXt / SwinTransformer with
+strict=True under their own names and give the same features (issue 12).
 
 usage: interop_timm.py HELPER WORKDIR   (HELPER: the interop_helper program)
 Exits 77 (ctest's skip) when torch, timm or safetensors cannot be imported.
@@ -108,6 +110,30 @@ def main(helper, work):
         want = resample_abs_pos_embed(pos, new_size=[dh, dw], old_size=[sh, sw], num_prefix_tokens=prefix,
                                       interpolation="bicubic", antialias=False)
         check_close(f"resample {sh}x{sw} -> {dh}x{dw} (prefix {prefix})", load_file(dst)["pos_embed"], want)
+    # simmim's CNN and Swin encoders are timm's architectures: same names, same features.
+    from timm.models.convnext import ConvNeXt
+    from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+    from timm.models.swin_transformer import SwinTransformer
+    timm_encoders = {
+        "resnet_basic": lambda: ResNet(BasicBlock, [1, 2, 1, 1], num_classes=0),
+        "resnet_bottleneck": lambda: ResNet(Bottleneck, [1, 2, 1, 1], num_classes=0),
+        "convnext": lambda: ConvNeXt(in_chans=4, depths=(1, 2, 1, 1), dims=(16, 24, 32, 40), num_classes=0),
+        "swin": lambda: SwinTransformer(img_size=(64, 96), patch_size=4, window_size=7, embed_dim=16,
+                                        depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4), num_classes=0),
+    }
+    for kind, make in timm_encoders.items():
+        run(helper, "encoder", kind, work)
+        model = make().eval()
+        state = load_file(os.path.join(work, f"{kind}.safetensors"))
+        if kind == "convnext":  # timm's head LayerNorm is part of its head (forward_head), not of the encoder
+            state.update({k: v for k, v in model.state_dict().items() if k.startswith("head.norm.")})
+        model.load_state_dict(state, strict=True)
+        ref = load_file(os.path.join(work, f"{kind}_features.safetensors"))
+        with torch.no_grad():
+            got = model.forward_features(ref["images"])
+        if kind == "swin":
+            got = got.permute(0, 3, 1, 2)  # timm's Swin answers channels-last
+        check_close(f"{kind}: simmim weights in timm", got, ref["features"])
     print(f"interop_timm: OK (torch {torch.__version__}, timm {timm.__version__})")
 
 
