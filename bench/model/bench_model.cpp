@@ -4,8 +4,8 @@
 //   mae_step/vit_tiny/B4_224/ratio:R       MAE, ViT-Ti/16 encoder + 128-wide 4-block decoder, R = 0.5 / 0.75 / 0.9:
 //                                          the encoder sees (1 - R) of the tokens, so the step gets cheaper
 //   simmim_step/mnist/B64_28, mae_step/mnist/B64_28/ratio:0.75   the 28x28 presets (patch 7, width 128, depth 4)
-//   simmim_step/<resnet18|resnet50|convnext_tiny>/B4_224   SimMIM with a CNN encoder (mask at the stride-4 stem,
-//                                          32-px cells, the head at stride 32)
+//   <resnet|convnext|swin>_step/<resnet18|resnet50|convnext_tiny|swin_tiny>/B4_224   SimMIM with a hierarchical
+//                                          encoder (mask at the stride-4 stem, 32-px cells, the head at stride 32)
 // Masks come from the library's generators, drawn once outside the timed loop (their cost is in
 // bench/masking). Items processed = images. Batch 4 at 224: Debian's LibTorch runs on the reference
 // (netlib) BLAS, where one ViT-Ti step of 8 images already takes tens of seconds.
@@ -14,6 +14,7 @@
 
 #include "simmim/encoder/convnext.hpp"
 #include "simmim/encoder/resnet.hpp"
+#include "simmim/encoder/swin.hpp"
 #include "simmim/masking/mask_factory.hpp"
 #include "simmim/model/mae_model.hpp"
 #include "simmim/model/simmim_model.hpp"
@@ -72,6 +73,10 @@ void convnext_step(benchmark::State& state, simmim::ConvNeXtOptions options, int
   torch::manual_seed(0);
   cnn_step(state, simmim::ConvNeXt(options), batch);
 }
+void swin_step(benchmark::State& state, simmim::SwinOptions options, int64_t batch) {
+  torch::manual_seed(0);
+  cnn_step(state, simmim::SwinTransformer(options), batch);
+}
 
 }  // namespace
 
@@ -102,5 +107,8 @@ BENCHMARK_CAPTURE(resnet_step, resnet50/B4_224, simmim::ResNetOptions::resnet50(
     ->Unit(benchmark::kMillisecond)
     ->Iterations(3);
 BENCHMARK_CAPTURE(convnext_step, convnext_tiny/B4_224, simmim::ConvNeXtOptions::tiny(), 4)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
+BENCHMARK_CAPTURE(swin_step, swin_tiny/B4_224, simmim::SwinOptions::tiny(), 4)
     ->Unit(benchmark::kMillisecond)
     ->Iterations(3);
