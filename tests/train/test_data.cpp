@@ -415,3 +415,87 @@ TEST_CASE("absurd image sizes in transforms are clear errors", "[train][image][b
                       ContainsSubstring("simmim::resize_image: size must be positive and at most 65536 per side; got "
                                         "100000x2"));
 }
+
+TEST_CASE("channel statistics: per channel over all pixels; a constant channel gets std 1", "[train][data][channels]") {
+  auto images = torch::rand({5, 3, 4, 6}, torch::kDouble);
+  images.select(1, 2).fill_(0.25);
+  const auto [mean, stddev] = simmim::channel_stats(images);
+  REQUIRE(mean.size() == 3);
+  for (int64_t c = 0; c < 2; ++c) {
+    const auto ch = images.select(1, c);
+    CHECK(mean[c] == Catch::Approx(ch.mean().item<double>()).epsilon(1e-12));
+    CHECK(stddev[c] == Catch::Approx(ch.std(/*unbiased=*/false).item<double>()).epsilon(1e-12));
+  }
+  CHECK(mean[2] == Catch::Approx(0.25));
+  CHECK(stddev[2] == 1.0);
+  // uint8 reads as / 255.
+  const auto bytes = torch::full({1, 1, 2, 2}, 51, torch::kByte);
+  CHECK(simmim::channel_stats(bytes).first[0] == Catch::Approx(0.2));
+}
+
+TEST_CASE("tensor_split: 13 channels, non-square, statistics from the data, resized on request",
+          "[train][data][channels]") {
+  torch::manual_seed(3);
+  simmim::LabeledImages data{torch::randint(0, 256, {20, 13, 40, 24}, torch::kLong).to(torch::kByte),
+                             torch::arange(20, torch::kLong) % 4};
+  const auto s = simmim::tensor_split(data, simmim::SplitOptions().image_size(simmim::Size2d(0)).stats_images(10));
+  CHECK(s.size == 20);
+  CHECK(s.channels == 13);
+  CHECK(s.image_size == simmim::Size2d(40, 24));
+  CHECK(s.num_classes == 4);
+  const auto [mean, stddev] = simmim::channel_stats(data.images.slice(0, 0, 10));
+  REQUIRE(s.mean.size() == 13);
+  for (size_t c = 0; c < 13; ++c) {  // the split reads the images as float first
+    CHECK(s.mean[c] == Catch::Approx(mean[c]).epsilon(1e-6));
+    CHECK(s.stddev[c] == Catch::Approx(stddev[c]).epsilon(1e-6));
+  }
+  CHECK(s.preview.sizes() == torch::IntArrayRef({8, 13, 40, 24}));
+  const auto b = s.batches({0, 5, 7}, 1);
+  REQUIRE(b.images.sizes() == torch::IntArrayRef({3, 13, 40, 24}));
+  CHECK(torch::allclose(b.images[1], simmim::normalize_image(data.images[5].to(torch::kFloat) / 255.0, mean, stddev),
+                        1e-5, 1e-5));
+  CHECK(torch::equal(b.labels, torch::tensor({0, 1, 3}, torch::kLong)));
+  // Resized to a non-square size of the caller's, augmented batches keep it.
+  const auto r = simmim::tensor_split(data, simmim::SplitOptions().image_size({32, 48}).augment(true));
+  CHECK(r.image_size == simmim::Size2d(32, 48));
+  CHECK(r.batches({1, 2}, 9).images.sizes() == torch::IntArrayRef({2, 13, 32, 48}));
+  // ImageNet's statistics are for RGB only.
+  REQUIRE_THROWS_WITH(
+      simmim::tensor_split(data, simmim::SplitOptions().normalization(simmim::NormalizationStats::kImageNet)),
+      ContainsSubstring("simmim::tensor_split: options.normalization must be kAuto or kFromData for images of 13 "
+                        "channels (ImageNet's statistics are for RGB); got kImageNet"));
+  REQUIRE_THROWS_WITH(simmim::tensor_split({torch::zeros({2, 3, 4}), {}}),
+                      ContainsSubstring("data.images must be a non-empty uint8 or floating [N, C, H, W] tensor"));
+}
+
+TEST_CASE("image folders of 1, 3 and 4 channels at a non-square size; grids of any channel count",
+          "[train][data][channels]") {
+  const auto dir = scratch_dir("channels");
+  torch::manual_seed(4);
+  for (int i = 0; i < 3; ++i) {
+    simmim::write_png((dir / ("img" + std::to_string(i) + ".png")).string(), torch::rand({4, 20, 30}));  // RGBA
+  }
+  for (int64_t c : {1, 3, 4}) {
+    INFO(c << " channels");
+    const auto s = simmim::image_folder_split(dir.string(), simmim::SplitOptions().channels(c).image_size({16, 24}));
+    CHECK(s.channels == c);
+    CHECK(s.image_size == simmim::Size2d(16, 24));
+    CHECK(s.mean.size() == static_cast<size_t>(c));
+    if (c == 3) CHECK(s.mean == simmim::imagenet_mean());  // kAuto: RGB gets ImageNet's
+    CHECK(s.batches({0, 2}, 0).images.sizes() == torch::IntArrayRef({2, c, 16, 24}));
+  }
+  REQUIRE_THROWS_WITH(simmim::image_folder_split(dir.string(), simmim::SplitOptions().channels(2)),
+                      ContainsSubstring("channels must be 1 (gray), 3 (RGB) or 4 (RGBA); got 2"));
+  // A 13-channel reconstruction grid: every channel a gray tile, or three chosen ones as colour.
+  const auto images = torch::rand({2, 13, 8, 12});
+  const auto mask = torch::rand({2, 2, 3}) < 0.5;
+  const auto tiles = simmim::make_reconstruction_grid(images, mask, images, simmim::ReconstructionGridOptions().padding(1));
+  CHECK(tiles.sizes() == torch::IntArrayRef({1, 3 * (8 + 1) + 1, 26 * (12 + 1) + 1}));
+  const auto rgb = simmim::make_reconstruction_grid(
+      images, mask, images, simmim::ReconstructionGridOptions().padding(1).display_channels({3, 2, 1}));
+  CHECK(rgb.sizes() == torch::IntArrayRef({3, 3 * (8 + 1) + 1, 2 * (12 + 1) + 1}));
+  CHECK(torch::allclose(rgb.slice(1, 1, 9).slice(2, 1, 13), images[0].index_select(0, torch::tensor({3, 2, 1}))));
+  REQUIRE_THROWS_WITH(simmim::make_reconstruction_grid(images, mask, images,
+                                                       simmim::ReconstructionGridOptions().display_channels({0, 13, 1})),
+                      ContainsSubstring("options.display_channels must be indices in [0, 13); got 13"));
+}

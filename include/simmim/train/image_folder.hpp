@@ -29,10 +29,10 @@ SIMMIM_NAMESPACE_BEGIN
 inline constexpr int64_t kMaxImagePixels = int64_t{1} << 28;
 
 // Decodes an encoded image (the bytes of a PNG, JPEG, ... file) to uint8 [channels, H, W] (channels 1 =
-// gray, 3 = RGB: converted as needed). `shown` names the file in messages.
+// gray, 3 = RGB, 4 = RGBA: converted as needed). `shown` names the file in messages.
 inline at::Tensor decode_image(const void* bytes, size_t size, int channels, const std::string& shown,
                                const char* api = "simmim::decode_image") {
-  SIMMIM_CHECK_VALUE(channels == 1 || channels == 3, api, "channels", "1 or 3", channels);
+  SIMMIM_CHECK_VALUE(channels == 1 || channels == 3 || channels == 4, api, "channels", "1 (gray), 3 (RGB) or 4 (RGBA)", channels);
   const char* kinds = "an image stb_image can decode (PNG, JPEG, BMP, TGA, GIF)";
   SIMMIM_CHECK(size > 0 && size <= static_cast<size_t>(std::numeric_limits<int>::max()), api, "path", kinds,
                "'" + shown + "' (" + std::to_string(size) + " bytes)");
@@ -65,10 +65,10 @@ inline at::Tensor decode_image(const void* bytes, size_t size, int channels, con
   return out;
 }
 
-// Decodes an image file to uint8 [channels, H, W] (channels 1 = gray, 3 = RGB: converted as needed).
+// Decodes an image file to uint8 [channels, H, W] (channels 1 = gray, 3 = RGB, 4 = RGBA: converted as needed).
 inline at::Tensor read_image(const std::string& path, int channels = 3) {
   constexpr const char* api = "simmim::read_image";
-  SIMMIM_CHECK_VALUE(channels == 1 || channels == 3, api, "channels", "1 or 3", channels);
+  SIMMIM_CHECK_VALUE(channels == 1 || channels == 3 || channels == 4, api, "channels", "1 (gray), 3 (RGB) or 4 (RGBA)", channels);
   const std::string bytes = read_file_bytes(path, api);
   return decode_image(bytes.data(), bytes.size(), channels, path, api);
 }
@@ -81,7 +81,8 @@ class ImageFolder {
       : root_(root), channels_(channels), extensions_(std::move(extensions)) {
     constexpr const char* api = "simmim::ImageFolder";
     namespace fs = std::filesystem;
-    SIMMIM_CHECK_VALUE(channels == 1 || channels == 3, api, "channels", "1 or 3", channels);
+    SIMMIM_CHECK_VALUE(channels == 1 || channels == 3 || channels == 4, api, "channels", "1 (gray), 3 (RGB) or 4 (RGBA)",
+                       channels);
     std::error_code ec;
     SIMMIM_CHECK(fs::is_directory(root, ec), api, "root", "a directory", "'" + root + "'");
     try {

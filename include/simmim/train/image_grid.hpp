@@ -128,10 +128,27 @@ struct ReconstructionGridOptions {
   TORCH_ARG(int64_t, padding) = 2;
   // Integer enlargement (nearest neighbour) so small images (28 x 28) are visible in a viewer.
   TORCH_ARG(int64_t, scale) = 1;
+  // Channels to show: one index (gray) or three (as R, G, B), e.g. {3, 2, 1} for a multispectral band
+  // triplet. Empty: 1- and 3-channel images as they are; any other count shows every channel as its own
+  // gray tile (image 0's channels, then image 1's, ...).
+  TORCH_ARG(std::vector<int64_t>, display_channels) = std::vector<int64_t>{};
 };
 
+// The displayable form of images [B, C, H, W] in [0, 1] for a grid row (see display_channels).
+inline at::Tensor display_channels(const at::Tensor& images, const std::vector<int64_t>& channels, const char* api) {
+  const int64_t B = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
+  if (channels.empty()) return C == 1 || C == 3 ? images : images.reshape({B * C, 1, H, W});
+  SIMMIM_CHECK_VALUE(channels.size() == 1 || channels.size() == 3, api, "options.display_channels",
+                     "one or three channel indices", channels.size(), " indices");
+  for (int64_t c : channels) {
+    SIMMIM_CHECK_VALUE(c >= 0 && c < C, api, "options.display_channels", "indices in [0, " + std::to_string(C) + ")", c);
+  }
+  return images.index_select(1, at::tensor(channels, at::TensorOptions().dtype(at::kLong)));
+}
+
 // The rows original | masked | reconstruction as one picture: images and reconstruction [B, C, H, W]
-// (same normalization), mask [B, h, w] at any patch resolution that divides H and W.
+// (same normalization; any C, shown as options.display_channels says), mask [B, h, w] at any patch
+// resolution that divides H and W (non-square images too).
 inline at::Tensor make_reconstruction_grid(const at::Tensor& images, const at::Tensor& mask,
                                            const at::Tensor& reconstruction,
                                            const ReconstructionGridOptions& options = {}) {
@@ -148,7 +165,9 @@ inline at::Tensor make_reconstruction_grid(const at::Tensor& images, const at::T
   SIMMIM_CHECK_VALUE(options.scale() >= 1, api, "options.scale", ">= 1", options.scale());
   const at::Tensor masked = orig * (1 - m) + options.masked_value() * m;
   if (options.paste_visible()) rec = orig * (1 - m) + rec * m;
-  std::vector<at::Tensor> rows{orig, masked, rec};
+  std::vector<at::Tensor> rows{display_channels(orig, options.display_channels(), api),
+                               display_channels(masked, options.display_channels(), api),
+                               display_channels(rec, options.display_channels(), api)};
   if (options.scale() > 1)
     for (auto& r : rows) r = r.repeat_interleave(options.scale(), 2).repeat_interleave(options.scale(), 3);
   return make_image_grid(rows, options.padding());
