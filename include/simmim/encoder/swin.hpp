@@ -7,6 +7,7 @@
 // layers.<i>.blocks.<j>.attn.relative_position_bias_table, norm).
 
 #include <torch/nn/cloneable.h>
+#include <torch/nn/modules/container/moduledict.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
