@@ -38,3 +38,4 @@
 #include "simmim/train/param_groups.hpp"
 #include "simmim/train/progress_bar.hpp"
 #include "simmim/train/recipe.hpp"
+#include "simmim/train/threads.hpp"
