@@ -3,6 +3,7 @@
 // folders (stb), Fashion-MNIST (zlib), metrics (nlohmann-json). Link simmim::train when including it.
 
 #include "simmim/simmim.hpp"
+#include "simmim/train/classification_report.hpp"
 #include "simmim/train/fashion_mnist.hpp"
 #include "simmim/train/image_folder.hpp"
 #include "simmim/train/image_grid.hpp"
