@@ -10,4 +10,5 @@
 #include "simmim/train/metrics_log.hpp"
 #include "simmim/train/data_split.hpp"
 #include "simmim/train/model_spec.hpp"
+#include "simmim/train/plots.hpp"
 #include "simmim/train/pretrain.hpp"
