@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -108,7 +109,7 @@ inline PlotResult run_gnuplot(const std::string& script, const std::string& outp
 #if defined(_WIN32)
   return {false, "no " + what + " (" + output + "): running gnuplot is implemented for POSIX systems only"};
 #else
-  static int counter = 0;  // several pictures per process; the pid separates processes
+  static std::atomic<int> counter{0};  // several pictures per process (any thread); the pid separates processes
   const fs::path base = fs::temp_directory_path() / ("simmim_gnuplot_" + std::to_string(::getpid()) + "_" +
                                                      std::to_string(counter++));
   const std::string script_path = base.string() + ".gp", err_path = base.string() + ".err";
