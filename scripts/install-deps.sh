@@ -30,10 +30,13 @@ SUDO=""
 # libopenblas0-openmp: Debian's libtorch calls BLAS through the libblas.so.3 alternative, which is netlib's
 # reference BLAS unless an optimized one is installed; OpenBLAS (the OpenMP build, matching torch's libgomp)
 # makes matrix products ~13x faster here (3.5 -> 46 GFLOP/s, 1024^2 fp32 matmul, one thread).
+# gnuplot-nox: the examples' pictures with text and curves (mask-gallery labels, loss.png); optional at run
+# time (without it they say so and write the rest).
 base_pkgs=(cmake ninja-build g++ pkg-config libtorch-dev libgloo-dev libbenchmark-dev libopenblas0-openmp
-           dataset-fashion-mnist libstb-dev zlib1g-dev nlohmann-json3-dev libcli11-dev)
+           dataset-fashion-mnist libstb-dev zlib1g-dev nlohmann-json3-dev libcli11-dev gnuplot-nox)
 missing=()
 for p in "${base_pkgs[@]}"; do
+  [ "$p" = gnuplot-nox ] && command -v gnuplot >/dev/null 2>&1 && continue  # any gnuplot build will do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
 done
 

@@ -1,5 +1,6 @@
 // 01_masks: what each mask strategy hides. Draws a few masks per strategy with one seed and writes a PNG
-// with a row per strategy (masked patches dark over a colour test image), so the strategies can be
+// with a row per strategy (masked patches dark over a colour test image), each row labelled with its
+// strategy's spec string (the labels are drawn by gnuplot where it is installed), so the strategies can be
 // compared at a glance and a spec string can be checked before a long run.
 //
 //   simmim_01_masks --out masks.png --image-size 192x256 --patch 16 --seed 0
@@ -16,6 +17,7 @@
 
 #include "simmim/masking/mask_factory.hpp"
 #include "simmim/train/image_grid.hpp"
+#include "simmim/train/plots.hpp"
 
 namespace {
 
@@ -100,6 +102,7 @@ int main(int argc, char** argv) {
 
     const auto image = test_image(geometry.input_size);
     std::vector<torch::Tensor> rows;
+    std::vector<std::string> labels;
     auto rng = simmim::make_generator(seed);
     std::printf(
         "%zu rows of %lld masks, %s images, %lldx%lld patches of %lld px (fixed / varies: the count per sample):\n",
@@ -113,9 +116,15 @@ int main(int argc, char** argv) {
                   gen->spec().c_str());
       const auto pixels = simmim::mask_to_pixels(batch.mask, geometry.input_size);  // [N, 1, H, W]
       rows.push_back(image.unsqueeze(0) * (1.0 - 0.85 * pixels));
+      labels.push_back(gen->spec());
     }
-    simmim::write_png(out, simmim::make_image_grid(rows, /*padding=*/4));
-    std::printf("wrote %s\n", out.c_str());
+    constexpr int64_t padding = 4;
+    const simmim::PlotResult labeled = simmim::write_png_with_row_labels(
+        out, simmim::make_image_grid(rows, padding), labels, geometry.input_size.h, padding);
+    if (labeled)
+      std::printf("wrote %s (rows labelled with their spec strings)\n", out.c_str());
+    else
+      std::printf("wrote %s; %s\n", out.c_str(), labeled.message.c_str());
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "01_masks: %s\n", e.what_without_backtrace());
     return 1;

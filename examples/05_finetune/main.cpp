@@ -6,17 +6,21 @@
 //   simmim_05_finetune --checkpoint out/pretrain_simmim/checkpoint.pt --epochs 3
 //   simmim_05_finetune --random-init --preset mnist --epochs 3          # scratch, same budget
 //
-// The last line is JSON: {"finetune_acc": ..., "encoder": ...}.
+// Prints a per-class report of the test images at the end; with --out, metrics.jsonl and its loss curve
+// loss.png (by gnuplot, where it is installed). The last line is JSON: {"finetune_acc": ..., "encoder": ...,
+// "report": {...}}.
 
 #include <cstdio>
 
 #include "../common/encoder_source.hpp"
 #include "simmim/train/autocast.hpp"
+#include "simmim/train/classification_report.hpp"
 #include "simmim/train/grad_clip.hpp"
 #include "simmim/train/loss_scaler.hpp"
 #include "simmim/train/lr_schedule.hpp"
 #include "simmim/train/metrics_log.hpp"
 #include "simmim/train/param_groups.hpp"
+#include "simmim/train/plots.hpp"
 #include "simmim/train/progress_bar.hpp"
 
 namespace {
@@ -37,20 +41,24 @@ struct ClassifierImpl : torch::nn::Module {
 };
 TORCH_MODULE(Classifier);
 
-double evaluate(Classifier& model, const examples::Split& test, c10::Device device, int64_t workers) {
+// The model's predictions for every test image, with the labels: the report's accuracy is the test accuracy.
+simmim::ClassificationReport evaluate(Classifier& model, const examples::Split& test, c10::Device device,
+                                      int64_t workers) {
   torch::NoGradGuard no_grad;
   model->eval();
   simmim::BatchLoader loader(
       test.size, test.batches,
       simmim::BatchLoaderOptions().batch_size(512).shuffle(false).drop_last(false).workers(workers));
-  int64_t correct = 0, total = 0;
+  std::vector<at::Tensor> predictions, labels;
   for (int64_t i = 0; i < loader.batches_per_epoch(); ++i) {
     simmim::Batch b = loader.next();
-    correct += model(b.images.to(device)).argmax(1).eq(b.labels.to(device)).sum().item<int64_t>();
-    total += b.labels.size(0);
+    predictions.push_back(model(b.images.to(device)).argmax(1).cpu());
+    labels.push_back(b.labels.cpu());
   }
   model->train();
-  return static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, total));
+  const bool named = static_cast<int64_t>(test.class_names.size()) == test.num_classes;
+  return simmim::classification_report(at::cat(labels), at::cat(predictions), test.num_classes,
+                                       named ? test.class_names : std::vector<std::string>{});
 }
 
 }  // namespace
@@ -91,15 +99,13 @@ int main(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
     app.add_option("--out", out, "folder for metrics.jsonl (optional)");
-    app.add_option("--threads", threads, "CPU threads for torch (0: torch's default)")
-        ->capture_default_str()
-        ->check(CLI::Range(0, 1024));
+    examples::add_threads_flag(app, threads);
     try {
       app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
       return app.exit(e);
     }
-    if (threads > 0) torch::set_num_threads(threads);
+    examples::apply_threads_flag(threads);
     const c10::Device device = simmim::resolve_device(device_name);
     const simmim::Precision precision = simmim::parse_precision(precision_name);
     const examples::Split train = data.load(true, 224);
@@ -131,7 +137,8 @@ int main(int argc, char** argv) {
     simmim::ProgressBar bar(steps, std::cout, simmim::ProgressBarOptions().label("finetune"));
     std::cout << "finetune: " << enc_flags.describe() << ", " << train.size << " images, " << epochs << " epochs ("
               << steps << " steps), lr " << lr << ", layer decay " << layer_decay << " over " << groups.num_layers
-              << " blocks, on " << device << "\n";
+              << " blocks, on " << device
+              << (device.is_cpu() ? " (" + std::to_string(at::get_num_threads()) + " threads)" : std::string()) << "\n";
     const auto t0 = std::chrono::steady_clock::now();
     double ema = NAN;
     for (int64_t step = 0; step < steps; ++step) {
@@ -160,14 +167,26 @@ int main(int argc, char** argv) {
       const bool epoch_end = (step + 1) % loader.batches_per_epoch() == 0;
       if (metrics && (epoch_end || (step + 1) % 50 == 0)) {
         nlohmann::json row{{"step", step + 1}, {"loss", l}, {"lr", step_lr}};
-        if (epoch_end) row["test_acc"] = evaluate(model, test, device, data.workers);
+        if (epoch_end) row["test_acc"] = evaluate(model, test, device, data.workers).accuracy;
         metrics->write(row);
       }
     }
-    const double acc = evaluate(model, test, device, data.workers);
+    const simmim::ClassificationReport report = evaluate(model, test, device, data.workers);
+    const double acc = report.accuracy;
     std::printf("fine-tuned %s encoder: test accuracy %.4f after %lld steps (%.1f s)\n", enc_flags.describe().c_str(),
                 acc, static_cast<long long>(steps), examples::seconds_since(t0));
-    std::cout << nlohmann::json{{"finetune_acc", acc}, {"encoder", enc_flags.describe()}, {"steps", steps}}.dump()
+    std::cout << "per-class report on the test images:\n" << report.to_string();
+    if (metrics) {
+      const simmim::PlotResult plot = simmim::plot_loss_curve(
+          metrics->path(), out + "/loss.png",
+          simmim::LossCurveOptions().title("fine-tuning the " + enc_flags.describe() + " encoder"));
+      std::cout << "finetune: " << plot.message << "\n";
+    }
+    std::cout << nlohmann::json{{"finetune_acc", acc},
+                                {"encoder", enc_flags.describe()},
+                                {"steps", steps},
+                                {"report", report.to_json()}}
+                     .dump()
               << "\n";
     return 0;
   });

@@ -15,6 +15,7 @@
 
 #include "simmim/train/data_split.hpp"
 #include "simmim/train/device.hpp"
+#include "simmim/train/threads.hpp"
 
 namespace examples {
 
@@ -72,6 +73,21 @@ struct DataFlags {
     return simmim::image_folder_split(test_data, o);
   }
 };
+
+// --threads, the same in every example: torch's intra-op threads, 0 (the default) meaning every CPU this
+// process may use (its affinity mask), shared between the processes torchrun starts on one host.
+inline void add_threads_flag(CLI::App& app, int& threads) {
+  app.add_option("--threads", threads,
+                 "CPU threads for torch (0: every CPU this process may use, divided among the processes of a "
+                 "torchrun job on this host)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+}
+
+// Applies --threads; returns the thread count torch now uses.
+inline int apply_threads_flag(int threads) {
+  return simmim::set_cpu_threads(threads, simmim::processes_per_host_from_environment());
+}
 
 inline double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

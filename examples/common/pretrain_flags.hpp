@@ -10,6 +10,7 @@
 #include "example_common.hpp"
 #include "simmim/masking/mask_factory.hpp"
 #include "simmim/train/model_spec.hpp"
+#include "simmim/train/plots.hpp"
 #include "simmim/train/pretrain.hpp"
 #if SIMMIM_DEV_HAVE_GLOO
 #include "simmim/distributed/gloo.hpp"
@@ -74,14 +75,14 @@ struct PretrainFlags {
     app.add_option("--precision", precision, "fp32, bf16 (CUDA or CPU autocast) or fp16 (CUDA, with loss scaling)")
         ->capture_default_str()
         ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
-    opt("--threads", threads, "CPU threads for torch (0: torch's default)", 0, 1024);
+    add_threads_flag(app, threads);
   }
 };
 
 // Builds the model with `make_model(spec)`, pretrains it, prints a JSON summary line last (rank 0).
 template <typename MakeModel>
 int run_pretraining(PretrainFlags& f, const std::string& kind, MakeModel&& make_model) {
-  if (f.threads > 0) torch::set_num_threads(f.threads);
+  apply_threads_flag(f.threads);
   if (f.stop_after > f.steps)
     throw CLI::ValidationError("--stop-after", "at most --steps (" + std::to_string(f.steps) + "); got " +
                                                    std::to_string(f.stop_after));
@@ -131,6 +132,13 @@ int run_pretraining(PretrainFlags& f, const std::string& kind, MakeModel&& make_
   torch::manual_seed(f.seed);
   auto model = make_model(f.model);
   const simmim::PretrainResult r = simmim::pretrain(model, *masks, train, options, dist);
+  if (env.rank == 0) {
+    // The loss curve beside metrics.jsonl (by gnuplot; where it is missing, one line says so).
+    const simmim::PlotResult plot =
+        simmim::plot_loss_curve(options.out() + "/metrics.jsonl", options.out() + "/loss.png",
+                                simmim::LossCurveOptions().title(kind + " pretraining, " + f.model.preset + " preset"));
+    std::cout << kind << ": " << plot.message << "\n";
+  }
   if (env.rank == 0 && !r.stopped) {
     std::cout << kind << ": wrote " << r.checkpoint << ", " << options.out() << "/reconstruction.png (rows: original | "
               << "masked | reconstruction), " << options.out() << "/metrics.jsonl\n";

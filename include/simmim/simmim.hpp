@@ -41,3 +41,4 @@
 #include "simmim/train/param_groups.hpp"
 #include "simmim/train/progress_bar.hpp"
 #include "simmim/train/recipe.hpp"
+#include "simmim/train/threads.hpp"

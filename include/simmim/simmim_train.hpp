@@ -4,6 +4,7 @@
 // including it.
 
 #include "simmim/simmim.hpp"
+#include "simmim/train/classification_report.hpp"
 #include "simmim/io/adapt_weights.hpp"
 #include "simmim/io/module_weights.hpp"
 #include "simmim/io/name_map.hpp"
@@ -14,4 +15,5 @@
 #include "simmim/train/metrics_log.hpp"
 #include "simmim/train/data_split.hpp"
 #include "simmim/train/model_spec.hpp"
+#include "simmim/train/plots.hpp"
 #include "simmim/train/pretrain.hpp"

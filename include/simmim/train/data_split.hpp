@@ -31,6 +31,7 @@ struct DataSplit {
   Size2d image_size;
   std::vector<double> mean, stddev;
   int64_t num_classes = 0;
+  std::vector<std::string> class_names;  // one per class (a folder's subfolder names), for reports
   // The first images (up to 8), normalized [n, C, H, W], without augmentation: for reconstruction grids.
   at::Tensor preview;
 };
@@ -119,6 +120,7 @@ inline DataSplit fashion_mnist_split(bool train, const SplitOptions& options = {
   s.mean = {kFashionMnistMean};
   s.stddev = {kFashionMnistStd};
   s.num_classes = 10;
+  s.class_names.assign(kFashionMnistClasses.begin(), kFashionMnistClasses.end());
   const auto transform_options = options.augment()
                                      ? ImageTransformOptions().size(28).mean(s.mean).stddev(s.stddev).scale_min(
                                            options.crop_min())
@@ -140,6 +142,7 @@ inline DataSplit image_folder_split(const std::string& root, const SplitOptions&
   s.channels = options.channels();
   s.image_size = size;
   s.num_classes = static_cast<int64_t>(folder->classes().size());
+  s.class_names = folder->classes();
   detail::choose_normalization(s, options, api, [&](int64_t n) {
     const ImageTransform raw(ImageTransformOptions::eval(size, {}, {}));
     std::vector<at::Tensor> images;
