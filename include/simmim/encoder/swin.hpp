@@ -131,7 +131,7 @@ class SwinBlockImpl : public torch::nn::Cloneable<SwinBlockImpl> {
   }
   // x [B, H, W, C] on the block's grid.
   at::Tensor forward(const at::Tensor& x) {
-    const int64_t B = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
+    const int64_t H = x.size(1), W = x.size(2), C = x.size(3);
     at::Tensor y = norm1(x);
     const bool has_shift = shift.h > 0 || shift.w > 0;
     if (has_shift) y = at::roll(y, {-shift.h, -shift.w}, {1, 2});
