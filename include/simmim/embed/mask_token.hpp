@@ -80,4 +80,12 @@ class MaskTokenMixerImpl : public torch::nn::Cloneable<MaskTokenMixerImpl> {
 
 TORCH_MODULE(MaskTokenMixer);
 
+// A hierarchical encoder's stem output x [B, D, h, w] with SimMIM's mask token where `mask` says (x itself
+// without a mask); a mask given to an encoder built without a token is an error of `api`.
+inline at::Tensor mix_stem_mask(MaskTokenMixer& mixer, const at::Tensor& x, const at::Tensor& mask, const char* api) {
+  if (!mask.defined()) return x;
+  SIMMIM_CHECK(!mixer.is_empty(), api, "options.mask_token", "true to take a mask", "false");
+  return mixer->forward_map(x, mask);
+}
+
 SIMMIM_NAMESPACE_END

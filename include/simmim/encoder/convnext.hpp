@@ -191,19 +191,8 @@ class ConvNeXtImpl : public torch::nn::Cloneable<ConvNeXtImpl>, public EncoderAd
   // The four stage outputs (strides 4, 8, 16, 32) for dense tasks and fusion; mask as forward_features.
   std::vector<at::Tensor> forward_stages(const at::Tensor& images, const at::Tensor& mask = {}) {
     constexpr const char* api = "simmim::ConvNeXt::forward_stages";
-    SIMMIM_CHECK(images.defined() && images.dim() == 4 && images.size(1) == options.in_chans() &&
-                     images.size(0) > 0 && images.size(2) > 0 && images.size(3) > 0 && images.size(2) % 32 == 0 &&
-                     images.size(3) % 32 == 0,
-                 api, "images",
-                 "a non-empty batch [B, " + std::to_string(options.in_chans()) +
-                     ", H, W] with H and W positive multiples of 32 (the stride)",
-                 describe(images));
-    SIMMIM_CHECK_HAS_DATA(images, api, "images");
-    at::Tensor x = stem->forward(images);
-    if (mask.defined()) {
-      SIMMIM_CHECK(!mask_mixer.is_empty(), api, "options.mask_token", "true to take a mask", "false");
-      x = mask_mixer->forward_map(x, mask);
-    }
+    check_stride32_images(images, options.in_chans(), api);
+    at::Tensor x = mix_stem_mask(mask_mixer, stem->forward(images), mask, api);
     std::vector<at::Tensor> out;
     for (const auto& stage : *stages) {
       x = stage->as<ConvNeXtStageImpl>()->forward(x);

@@ -40,6 +40,18 @@ template <typename T>
 inline constexpr bool is_encoder_module_v =
     std::is_base_of_v<torch::nn::Module, T>&& std::is_base_of_v<EncoderAdapter, T>;
 
+// The input check of the stride-32 encoders that take any size (ResNet, ConvNeXt): a non-empty batch
+// [B, in_chans, H, W] with H and W positive multiples of 32.
+inline void check_stride32_images(const at::Tensor& images, int64_t in_chans, const char* api) {
+  SIMMIM_CHECK(images.defined() && images.dim() == 4 && images.size(1) == in_chans && images.size(0) > 0 &&
+                   images.size(2) > 0 && images.size(3) > 0 && images.size(2) % 32 == 0 && images.size(3) % 32 == 0,
+               api, "images",
+               "a non-empty batch [B, " + std::to_string(in_chans) +
+                   ", H, W] with H and W positive multiples of 32 (the stride)",
+               describe(images));
+  SIMMIM_CHECK_HAS_DATA(images, api, "images");
+}
+
 // Checks what an adapter returned: a feature map [B, out_channels(), H / stride(), W / stride()].
 inline void check_feature_map(const EncoderAdapter& encoder, const at::Tensor& images, const at::Tensor& features,
                               const char* api) {

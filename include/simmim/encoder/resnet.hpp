@@ -163,19 +163,9 @@ class ResNetImpl : public torch::nn::Cloneable<ResNetImpl>, public EncoderAdapte
   // The four stage outputs (strides 4, 8, 16, 32) for dense tasks and fusion; mask as forward_features.
   std::vector<at::Tensor> forward_stages(const at::Tensor& images, const at::Tensor& mask = {}) {
     constexpr const char* api = "simmim::ResNet::forward_stages";
-    SIMMIM_CHECK(images.defined() && images.dim() == 4 && images.size(1) == options.in_chans() &&
-                     images.size(0) > 0 && images.size(2) % 32 == 0 && images.size(3) % 32 == 0 &&
-                     images.size(2) > 0 && images.size(3) > 0,
-                 api, "images",
-                 "a non-empty batch [B, " + std::to_string(options.in_chans()) +
-                     ", H, W] with H and W positive multiples of 32 (the stride)",
-                 describe(images));
-    SIMMIM_CHECK_HAS_DATA(images, api, "images");
+    check_stride32_images(images, options.in_chans(), api);
     at::Tensor x = at::max_pool2d(at::relu(bn1(conv1(images))), {3, 3}, {2, 2}, {1, 1});
-    if (mask.defined()) {
-      SIMMIM_CHECK(!mask_mixer.is_empty(), api, "options.mask_token", "true to take a mask", "false");
-      x = mask_mixer->forward_map(x, mask);
-    }
+    x = mix_stem_mask(mask_mixer, x, mask, api);
     std::vector<at::Tensor> out;
     for (auto& stage : stages_) {
       for (const auto& block : *stage) x = block->as<ResNetBlockImpl>()->forward(x);

@@ -310,13 +310,9 @@ class SwinTransformerImpl : public torch::nn::Cloneable<SwinTransformerImpl>, pu
                      std::to_string(img.w) + "] (in_chans, img_size)",
                  describe(images));
     SIMMIM_CHECK_HAS_DATA(images, api, "images");
-    at::Tensor x = proj(images);  // [B, C, H / 4, W / 4]
-    if (mask.defined()) {
-      SIMMIM_CHECK(!mask_mixer.is_empty(), api, "options.mask_token", "true to take a mask", "false");
-      x = mask_mixer->forward_map(embed_norm(x.permute({0, 2, 3, 1})).permute({0, 3, 1, 2}), mask).permute({0, 2, 3, 1});
-    } else {
-      x = embed_norm(x.permute({0, 2, 3, 1}));
-    }
+    // The patch embedding (conv + LayerNorm over channels), the mask token mixed in, then channels last.
+    const at::Tensor stem = embed_norm(proj(images).permute({0, 2, 3, 1})).permute({0, 3, 1, 2});
+    at::Tensor x = mix_stem_mask(mask_mixer, stem, mask, api).permute({0, 2, 3, 1});
     std::vector<at::Tensor> out;
     for (size_t s = 0; s < layers->size(); ++s) {
       auto* stage = (*layers)[s]->as<torch::nn::ModuleDictImpl>();
