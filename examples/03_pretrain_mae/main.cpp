@@ -22,8 +22,9 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
       return app.exit(e);
     }
+    f.model.norm_pix = norm_pix;  // recorded in the checkpoint's model description
     return examples::run_pretraining(f, "mae", [&](const simmim::ModelSpec& spec) {
-      return simmim::MAE(spec.mae_options().norm_pix_loss(norm_pix));
+      return simmim::MAE(spec.mae_options());
     });
   });
 }

@@ -2,14 +2,20 @@
 // A pretraining model described by name: its kind (simmim, mae), an encoder preset (mnist, tiny, small,
 // base), image size, patch size and channels. It builds the model and its encoder, and travels as JSON in
 // a checkpoint's metadata, so a probe or a fine-tune rebuilds the pretrained encoder from the file alone
-// (load_pretrained_encoder).
+// (load_pretrained_encoder), or the whole pretraining model at any image size (load_pretrain_model: for
+// inpainting).
 
 #include <nlohmann/json.hpp>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "simmim/core/check.hpp"
 #include "simmim/encoder/vision_transformer.hpp"
+#include "simmim/io/adapt_weights.hpp"
+#include "simmim/io/module_weights.hpp"
+#include "simmim/model/inpaint.hpp"
 #include "simmim/model/mae_model.hpp"
 #include "simmim/model/simmim_model.hpp"
 #include "simmim/train/checkpoint.hpp"
@@ -22,6 +28,9 @@ struct ModelSpec {
   int64_t image_size = 28;
   int64_t patch_size = 0;  // 0: the preset's (7 for mnist, 16 otherwise)
   int64_t in_chans = 1;
+  bool norm_pix = false;  // mae: trained on per-patch normalized targets (MAEOptions::norm_pix_loss)
+  // false when read from a description written before norm_pix was recorded (an MAE's is then unknown)
+  bool norm_pix_recorded = true;
 
   static bool known_preset(const std::string& p) { return p == "mnist" || p == "tiny" || p == "small" || p == "base"; }
 
@@ -38,8 +47,10 @@ struct ModelSpec {
   }
 
   nlohmann::json to_json() const {
-    return {{"kind", kind}, {"preset", preset}, {"image_size", image_size}, {"patch_size", patch_size},
-            {"in_chans", in_chans}};
+    nlohmann::json j{{"kind", kind}, {"preset", preset}, {"image_size", image_size}, {"patch_size", patch_size},
+                     {"in_chans", in_chans}};
+    if (kind == "mae") j["norm_pix"] = norm_pix;
+    return j;
   }
   static ModelSpec from_json(const nlohmann::json& j) {
     constexpr const char* api = "simmim::ModelSpec::from_json";
@@ -53,6 +64,12 @@ struct ModelSpec {
     s.image_size = j.at("image_size").get<int64_t>();
     s.patch_size = j.at("patch_size").get<int64_t>();
     s.in_chans = j.at("in_chans").get<int64_t>();
+    if (j.contains("norm_pix")) {
+      SIMMIM_CHECK(j.at("norm_pix").is_boolean(), api, "norm_pix", "true or false", j.at("norm_pix").dump());
+      s.norm_pix = j.at("norm_pix").get<bool>();
+    } else {
+      s.norm_pix_recorded = s.kind != "mae";
+    }
     return s.resolve();
   }
 
@@ -100,7 +117,7 @@ struct ModelSpec {
       o = MAEOptions::vit_base(img, s.patch_size);
     }
     o.encoder().in_chans(s.in_chans);
-    return o;
+    return o.norm_pix_loss(s.norm_pix);
   }
 
   // The default mask strategy of the kind, as a spec string: MAE's 75% of patches; SimMIM's 60% of cells
@@ -140,6 +157,95 @@ inline VisionTransformer load_pretrained_encoder(const std::string& path, double
   VisionTransformer encoder(spec.encoder_options().drop_path_rate(drop_path));
   load_module_from_checkpoint(path, *encoder, "encoder");
   return encoder;
+}
+
+// A pretraining model rebuilt from a checkpoint of simmim::pretrain: the one of its kind that is set.
+struct PretrainModel {
+  ModelSpec spec;
+  Size2d image_size;  // the size it is built for (its position tables fit this size)
+  SimMIM simmim{nullptr};
+  MAE mae{nullptr};
+
+  torch::nn::Module& module() const {
+    if (simmim.is_empty()) return *mae.ptr();
+    return *simmim.ptr();
+  }
+  // The model as simmim::inpaint takes it (refuses an MAE trained with norm_pix_loss).
+  InpaintModel inpaint_model() {
+    return simmim.is_empty() ? ::simmim::inpaint_model(mae) : ::simmim::inpaint_model(simmim);
+  }
+};
+
+// The pretraining model of a checkpoint written by simmim::pretrain (its metadata's model description), loaded,
+// on `device`. image_size Size2d(0): the training size; another size (any H x W the patch divides): the
+// model is built for it and the trained weights fitted by adapt_to_grid (position tables resampled).
+inline PretrainModel load_pretrain_model(const std::string& path, Size2d image_size = Size2d(0),
+                                         c10::Device device = c10::Device(c10::kCPU)) {
+  constexpr const char* api = "simmim::load_pretrain_model";
+  PretrainModel m;
+  m.spec = checkpoint_model_spec(path);
+  SIMMIM_CHECK(m.spec.norm_pix_recorded, api, "path",
+               "an MAE checkpoint whose model description records \"norm_pix\" (true or false)",
+               "'" + path + "', which does not (written before simmim recorded it)");
+  const Size2d trained(m.spec.image_size);
+  m.image_size = image_size.h == 0 && image_size.w == 0 ? trained : image_size;
+  const int64_t p = m.spec.patch_size;
+  SIMMIM_CHECK_VALUE(m.image_size.h > 0 && m.image_size.w > 0 && m.image_size.h % p == 0 && m.image_size.w % p == 0,
+                     api, "image_size", "a size whose sides the model's patch " + std::to_string(p) + " divides",
+                     m.image_size);
+  const auto build = [&](Size2d size) {
+    PretrainModel b;
+    if (m.spec.kind == "mae") {
+      MAEOptions o = m.spec.mae_options();
+      o.encoder().img_size(size);
+      b.mae = MAE(o);
+    } else {
+      SimMIMOptions o = m.spec.simmim_options();
+      o.encoder().img_size(size);
+      b.simmim = SimMIM(o);
+    }
+    return b;
+  };
+  PretrainModel at_trained = build(trained);
+  load_module_from_checkpoint(path, at_trained.module());
+  if (m.image_size == trained) {
+    m.simmim = at_trained.simmim;
+    m.mae = at_trained.mae;
+  } else {
+    PretrainModel resized = build(m.image_size);
+    const Size2d src(trained.h / p, trained.w / p), dst(m.image_size.h / p, m.image_size.w / p);
+    load_module_tensors(resized.module(), adapt_to_grid(module_tensors(at_trained.module()), resized.module(), src, dst),
+                        LoadWeightsOptions(), "'" + path + "' fitted to " + c10::str(m.image_size), api);
+    m.simmim = resized.simmim;
+    m.mae = resized.mae;
+  }
+  m.module().to(device);
+  m.module().eval();
+  return m;
+}
+
+// The per-channel normalization a pretraining checkpoint's model was trained with (its metadata's
+// "normalization", written by simmim::pretrain): {mean, std}.
+inline std::pair<std::vector<double>, std::vector<double>> checkpoint_normalization(const std::string& path) {
+  constexpr const char* api = "simmim::checkpoint_normalization";
+  const auto j = nlohmann::json::parse(read_checkpoint_info(path).second, nullptr, /*allow_exceptions=*/false);
+  const bool ok = j.is_object() && j.contains("normalization") && j["normalization"].is_object() &&
+                  j["normalization"].contains("mean") && j["normalization"].contains("std") &&
+                  j["normalization"]["mean"].is_array() && j["normalization"]["std"].is_array() &&
+                  !j["normalization"]["mean"].empty() &&
+                  j["normalization"]["mean"].size() == j["normalization"]["std"].size();
+  SIMMIM_CHECK(ok, api, "the checkpoint's metadata",
+               "a \"normalization\" object with equal-length \"mean\" and \"std\" lists (written by simmim::pretrain)",
+               "'" + path + "'");
+  std::vector<double> mean, stddev;
+  for (const char* key : {"mean", "std"}) {
+    for (const auto& v : j["normalization"][key]) {
+      SIMMIM_CHECK(v.is_number() && (key[0] == 'm' || v.get<double>() > 0), api, std::string("normalization.") + key,
+                   key[0] == 'm' ? "numbers" : "positive numbers", "'" + path + "' has " + v.dump());
+      (key[0] == 'm' ? mean : stddev).push_back(v.get<double>());
+    }
+  }
+  return {mean, stddev};
 }
 
 SIMMIM_NAMESPACE_END

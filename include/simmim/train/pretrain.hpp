@@ -206,6 +206,8 @@ PretrainResult pretrain(Model& model, const MaskGenerator& masks, const DataSpli
     if (main_rank) {
       nlohmann::json meta{{"settings", settings}, {"loss_ema", std::isnan(ema) ? nlohmann::json() : nlohmann::json(ema)}};
       if (settings.contains("model")) meta["model"] = settings["model"];
+      // What an inpainting needs to turn the model's output back into pixels (not a setting: resume ignores it).
+      meta["normalization"] = {{"mean", data.mean}, {"std", data.stddev}};
       parts.metadata = meta.dump();
       save_checkpoint(ckpt, parts, step);
     }
