@@ -9,6 +9,14 @@
 //   interop_helper encoder  KIND DIR     -> DIR/KIND.safetensors (weights under simmim's own names, which are
 //                                        timm's), DIR/KIND_features.safetensors; KIND: resnet_basic,
 //                                        resnet_bottleneck, convnext, swin (the small configs of interop_timm.py)
+//   interop_helper beit     DIR VARIANT  -> DIR/simmim_beit.safetensors (BEiT's names, without the relative
+//                                        position indices timm does not save), DIR/simmim_beit_features.safetensors
+//   interop_helper beit_import DIR VARIANT  DIR/timm_beit.safetensors, DIR/timm_features.safetensors ->
+//                                        DIR/simmim_from_beit.safetensors
+//                                        VARIANT: block (absolute positions, a relative position bias per block)
+//                                        or shared (no absolute positions, one shared bias: the official SimMIM
+//                                        ViT-B recipe), both 32 x 48, patch 8, 64 wide, depth 2, LayerScale 0.1
+//   interop_helper rpb      IN OUT SRC_H SRC_W DST_H DST_W   (the tensor "table": resize_rel_pos_bias_table)
 // CONFIG: "H,W,patch,dim,depth,heads,in_chans,cls_token,layer_scale,qkv_bias".
 #include <torch/torch.h>
 
@@ -40,6 +48,18 @@ simmim::VisionTransformerOptions parse_config(const std::string& text) {
       .pool(simmim::FeaturePool::kMean)
       .layer_scale_init(v[8])
       .qkv_bias(v[9] != 0);
+}
+
+// The official SimMIM / BEiT flavour of the ViT (see the usage above).
+simmim::VisionTransformerOptions beit_options(const std::string& variant) {
+  TORCH_CHECK(variant == "block" || variant == "shared", "interop_helper: VARIANT must be block or shared; got '",
+              variant, "'");
+  auto o = simmim::VisionTransformerOptions(simmim::Size2d(32, 48), 8, 64, 2, 4)
+               .key_bias(false)
+               .layer_scale_init(0.1)
+               .pool(simmim::FeaturePool::kMean);
+  if (variant == "block") return o.rel_pos_bias(simmim::RelPosBias::kPerBlock);
+  return o.rel_pos_bias(simmim::RelPosBias::kShared).pos_embed(simmim::PosEmbedKind::kNone);
 }
 
 // A small encoder of each kind, its weights moved off their init (BatchNorm statistics included), its
@@ -119,6 +139,47 @@ int run(const std::vector<std::string>& a) {
     simmim::save_safetensors(a[1] + "/simmim_from_timm.safetensors", {{"tokens", vit->forward(in.tensors.at("images"))}});
     return 0;
   }
+  if (a.size() == 3 && a[0] == "beit") {
+    torch::manual_seed(17);
+    simmim::VisionTransformer vit(beit_options(a[2]));
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& p : vit->parameters()) p.add_(torch::randn_like(p) * 0.05);
+    }
+    vit->eval();
+    simmim::TensorMap weights;
+    for (auto& [name, t] : simmim::module_tensors(*vit, simmim::NameMap::beit()))
+      if (name.find("relative_position_index") == std::string::npos && name != "mask_token") weights.emplace(name, t);
+    simmim::save_safetensors(a[1] + "/simmim_beit.safetensors", weights);
+    const auto images = torch::randn({3, 3, 32, 48});
+    torch::NoGradGuard no_grad;
+    simmim::save_safetensors(a[1] + "/simmim_beit_features.safetensors", {{"images", images}, {"tokens", vit->forward(images)}});
+    return 0;
+  }
+  if (a.size() == 3 && a[0] == "beit_import") {
+    simmim::VisionTransformer vit(beit_options(a[2]));
+    vit->eval();
+    // timm's file lacks the relative position indices (fixed by the geometry) and has no mask token: the
+    // report must list exactly those, nothing unexpected or mismatched.
+    const auto report = simmim::load_module_safetensors(
+        *vit, a[1] + "/timm_beit.safetensors", simmim::LoadWeightsOptions(simmim::NameMap::beit()).strict(false));
+    std::printf("interop_helper beit_import: %s\n", report.summary().c_str());
+    bool only_fixed = report.unexpected.empty() && report.mismatched.empty();
+    for (const auto& m : report.missing)
+      only_fixed = only_fixed && (m.find("relative_position_index") != std::string::npos || m.find("mask_token") != std::string::npos);
+    TORCH_CHECK(only_fixed, "interop_helper beit_import: more than the fixed indices and the mask token differ: ", report.summary());
+    const auto in = simmim::load_safetensors(a[1] + "/timm_features.safetensors");
+    torch::NoGradGuard no_grad;
+    simmim::save_safetensors(a[1] + "/simmim_from_beit.safetensors", {{"tokens", vit->forward(in.tensors.at("images"))}});
+    return 0;
+  }
+  if (a.size() == 7 && a[0] == "rpb") {
+    const auto c = simmim::load_safetensors(a[1]);
+    const auto n = [&](size_t k) { return static_cast<int64_t>(std::stoll(a[k])); };
+    simmim::save_safetensors(a[2], {{"table", simmim::resize_rel_pos_bias_table(c.tensors.at("table"), {n(3), n(4)},
+                                                                                {n(5), n(6)})}});
+    return 0;
+  }
   if (a.size() == 3 && a[0] == "copy") {
     const auto c = simmim::load_safetensors(a[1]);
     simmim::save_safetensors(a[2], c.tensors, c.metadata);
@@ -131,7 +192,8 @@ int run(const std::vector<std::string>& a) {
                                                                              {n(5), n(6)}, n(7))}});
     return 0;
   }
-  std::fprintf(stderr, "usage: interop_helper export|import DIR CONFIG | copy IN OUT | resample IN OUT SH SW DH DW P\n");
+  std::fprintf(stderr, "usage: interop_helper export|import DIR CONFIG | beit|beit_import DIR VARIANT | copy IN OUT | "
+                       "resample IN OUT SH SW DH DW P | rpb IN OUT SH SW DH DW | encoder KIND DIR\n");
   return 2;
 }
 

@@ -5,7 +5,9 @@ same tokens on the same images within 1e-5; a timm ViT's weights saved by Python
 (strictly) and give timm's tokens; every safetensors dtype written by Python reads and writes back through
 simmim; and simmim's resample_pos_embed matches timm's resample_abs_pos_embed (bicubic, no antialias). And simmim's ResNet
 (basic and bottleneck blocks), ConvNeXt and Swin load into timm's ResNet / ConvNeXt / SwinTransformer with
-strict=True under their own names and give the same features (issue 12).
+strict=True under their own names and give the same features (issue 12). And the official SimMIM / BEiT
+flavour of the ViT loads into timm's Beit under NameMap::beit's names and back, same tokens; and
+resize_rel_pos_bias_table matches timm's (issue 14).
 
 usage: interop_timm.py HELPER WORKDIR   (HELPER: the interop_helper program)
 Exits 77 (ctest's skip) when torch, timm or safetensors cannot be imported.
@@ -134,6 +136,45 @@ def main(helper, work):
         if kind == "swin":
             got = got.permute(0, 3, 1, 2)  # timm's Swin answers channels-last
         check_close(f"{kind}: simmim weights in timm", got, ref["features"])
+    # The official SimMIM / BEiT flavour of the ViT (q/v biases, relative position bias per block or shared,
+    # LayerScale) under NameMap::beit's names, which timm's Beit shares: both ways, same tokens.
+    from timm.models.beit import Beit
+    for variant in ("block", "shared"):
+        d = os.path.join(work, f"beit_{variant}")
+        os.makedirs(d)
+
+        def make_beit():
+            return Beit(img_size=(32, 48), patch_size=8, in_chans=3, num_classes=0, global_pool="token", embed_dim=64,
+                        depth=2, num_heads=4, qkv_bias=True, init_values=0.1, use_abs_pos_emb=variant == "block",
+                        use_rel_pos_bias=variant == "block", use_shared_rel_pos_bias=variant == "shared").eval()
+
+        run(helper, "beit", d, variant)
+        model = make_beit()
+        model.load_state_dict(load_file(os.path.join(d, "simmim_beit.safetensors")), strict=True)
+        ref = load_file(os.path.join(d, "simmim_beit_features.safetensors"))
+        with torch.no_grad():
+            check_close(f"beit {variant}: simmim -> timm Beit", model.forward_features(ref["images"]), ref["tokens"])
+        model = make_beit()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(d, "timm_beit.safetensors"))
+        images = torch.randn(3, 3, 32, 48)
+        save_file({"images": images}, os.path.join(d, "timm_features.safetensors"))
+        run(helper, "beit_import", d, variant)
+        with torch.no_grad():
+            check_close(f"beit {variant}: timm Beit -> simmim",
+                        load_file(os.path.join(d, "simmim_from_beit.safetensors"))["tokens"], model.forward_features(images))
+    # Relative position bias tables resized against timm's (square sources: timm infers the source side).
+    from timm.layers.pos_embed_rel import resize_rel_pos_bias_table_simple
+    for src, (dh, dw), extra in [(4, (6, 3), 3), (5, (3, 3), 0), (3, (7, 5), 3)]:
+        table = torch.randn((2 * src - 1) ** 2 + extra, 4)
+        rows = (2 * dh - 1) * (2 * dw - 1) + extra
+        a, b = os.path.join(work, "rpb.safetensors"), os.path.join(work, "rpb_back.safetensors")
+        save_file({"table": table}, a)
+        run(helper, "rpb", a, b, src, src, dh, dw)
+        want = resize_rel_pos_bias_table_simple(table, new_window_size=(dh, dw), new_bias_shape=(rows, 4))
+        check_close(f"relative position table {src}x{src} -> {dh}x{dw} (extra {extra})", load_file(b)["table"], want)
     print(f"interop_timm: OK (torch {torch.__version__}, timm {timm.__version__})")
 
 

@@ -14,6 +14,7 @@
 #include "simmim/io/adapt_weights.hpp"
 #include "simmim/io/module_weights.hpp"
 #include "simmim/model/mae_model.hpp"
+#include "simmim/model/simmim_model.hpp"
 
 using Catch::Matchers::ContainsSubstring;
 using simmim_test::scratch_dir;
@@ -145,6 +146,86 @@ TEST_CASE("NameMap::mae: the official MAE names of encoder, decoder and mask tok
   REQUIRE(report.ok());
   REQUIRE(report.unmapped.empty());
   REQUIRE(torch::equal(dst->decoder->mask_token, src->decoder->mask_token));
+}
+
+TEST_CASE("NameMap::simmim_official: the official SimMIM checkpoint's names, every entry, both ways", "[io][names]") {
+  // The official ViT-B recipe's layout, small: shared relative position bias, no absolute positions, q/v
+  // biases, LayerScale; the names its checkpoint's "model" state dict has (models/simmim.py and
+  // models/vision_transformer.py of the official repository: a BEiT-style ViT under "encoder.", the
+  // PixelShuffle decoder as "decoder.0").
+  const auto opts = simmim::SimMIMOptions(simmim::VisionTransformerOptions(simmim::Size2d(32), 8, 32, 2, 4)
+                                              .pos_embed(simmim::PosEmbedKind::kNone)
+                                              .rel_pos_bias(simmim::RelPosBias::kShared)
+                                              .key_bias(false)
+                                              .layer_scale_init(0.1));
+  torch::manual_seed(6);
+  simmim::SimMIM src(opts);
+  const auto t = simmim::module_tensors(*src, simmim::NameMap::simmim_official());
+  std::set<std::string> expected = {"encoder.cls_token", "encoder.mask_token", "encoder.patch_embed.proj.weight",
+                                    "encoder.patch_embed.proj.bias", "encoder.rel_pos_bias.relative_position_bias_table",
+                                    "encoder.rel_pos_bias.relative_position_index", "encoder.norm.weight",
+                                    "encoder.norm.bias", "decoder.0.weight", "decoder.0.bias"};
+  for (int i = 0; i < 2; ++i) {
+    const std::string b = "encoder.blocks." + std::to_string(i) + ".";
+    for (const char* leaf : {"norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.q_bias", "attn.v_bias",
+                             "attn.proj.weight", "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight",
+                             "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias", "gamma_1", "gamma_2"})
+      expected.insert(b + leaf);
+  }
+  REQUIRE(keys(t) == expected);
+  REQUIRE(t.at("encoder.rel_pos_bias.relative_position_bias_table").sizes() == torch::IntArrayRef({7 * 7 + 3, 4}));
+  torch::manual_seed(7);
+  simmim::SimMIM dst(opts);
+  const auto report = simmim::load_module_tensors(*dst, t, simmim::NameMap::simmim_official());
+  REQUIRE(report.ok());
+  REQUIRE(report.unmapped.empty());
+  for (const auto& [name, value] : simmim::module_tensors(*src)) {
+    INFO(name);
+    REQUIRE(torch::equal(simmim::module_tensors(*dst).at(name), value));
+  }
+  // Patterns: one '*' per dotted component, in order; an exact rule wins over a pattern.
+  const auto m = simmim::NameMap().rule("a.*.b.*.c", "x.*.*.y").rule("a.1.b.2.c", "exact").rule("a.", "p.");
+  REQUIRE(m.to_external("a.7.b.q.c").value() == "x.7.q.y");
+  REQUIRE(m.to_simmim("x.7.q.y").value() == "a.7.b.q.c");
+  REQUIRE(m.to_external("a.1.b.2.c").value() == "exact");
+  REQUIRE(m.to_external("a.7.b.q.d").value() == "p.7.b.q.d");  // no pattern match: the prefix
+  REQUIRE_THROWS_WITH(simmim::NameMap().rule("a.*.b", "x.y"), ContainsSubstring("the same number of '*'"));
+  REQUIRE_THROWS_WITH(simmim::NameMap().rule("a.b*.c", "x.*.c"), ContainsSubstring("each a whole dotted component"));
+}
+
+TEST_CASE("resize_rel_pos_bias_table and adapt_to_grid: tables fitted to another grid", "[io][adapt]") {
+  const at::Tensor table = torch::randn({7 * 7 + 3, 4});
+  REQUIRE(simmim::resize_rel_pos_bias_table(table, simmim::Size2d(4), simmim::Size2d(4)).is_same(table));
+  const at::Tensor resized = simmim::resize_rel_pos_bias_table(table, simmim::Size2d(4), simmim::Size2d(5, 3));
+  REQUIRE(resized.sizes() == torch::IntArrayRef({9 * 5 + 3, 4}));
+  REQUIRE(torch::equal(resized.narrow(0, 45, 3), table.narrow(0, 49, 3)));  // the CLS rows kept
+  const at::Tensor constant = torch::full({7 * 7, 2}, 0.25);  // a constant table stays constant
+  REQUIRE(torch::allclose(simmim::resize_rel_pos_bias_table(constant, simmim::Size2d(4), simmim::Size2d(6)),
+                          torch::full({11 * 11, 2}, 0.25), 1e-6, 1e-6));
+  REQUIRE_THROWS_WITH(simmim::resize_rel_pos_bias_table(torch::randn({50, 4}), simmim::Size2d(4), simmim::Size2d(5)),
+                      ContainsSubstring("with E = 0 or 3 for the src grid 4x4 (49 or 52 rows)"));
+
+  // A ViT with absolute positions and per-block tables, fitted from a 4 x 4 to a 5 x 6 grid: loads strictly.
+  const auto vit_at = [](simmim::Size2d size) {
+    return simmim::VisionTransformer(simmim::VisionTransformerOptions(size, 8, 32, 2, 4)
+                                         .rel_pos_bias(simmim::RelPosBias::kPerBlock)
+                                         .key_bias(false));
+  };
+  torch::manual_seed(8);
+  auto small = vit_at(simmim::Size2d(32));
+  auto large = vit_at(simmim::Size2d(40, 48));
+  const auto fitted = simmim::adapt_to_grid(simmim::module_tensors(*small), *large, simmim::Size2d(4), simmim::Size2d(5, 6));
+  REQUIRE(simmim::load_module_tensors(*large, fitted).ok());
+  REQUIRE(torch::equal(large->pos->pos_embed,
+                       simmim::resample_pos_embed(small->pos->pos_embed, simmim::Size2d(4), simmim::Size2d(5, 6), 1)));
+  const std::string table_name = "blocks.1.attn.relative_position_bias_table";
+  REQUIRE(torch::equal(simmim::module_tensors(*large).at(table_name),
+                       simmim::resize_rel_pos_bias_table(simmim::module_tensors(*small).at(table_name), simmim::Size2d(4),
+                                                         simmim::Size2d(5, 6))));
+  REQUIRE(torch::equal(simmim::module_tensors(*large).at("blocks.0.attn.relative_position_index"),
+                       simmim::relative_position_index(simmim::Size2d(5, 6), true)));
+  REQUIRE(torch::equal(simmim::module_tensors(*large).at("blocks.0.mlp.fc1.weight"),
+                       simmim::module_tensors(*small).at("blocks.0.mlp.fc1.weight")));
 }
 
 TEST_CASE("resample_pos_embed: prefix kept, constants preserved, non-square grids, dtype kept", "[io][adapt]") {
