@@ -75,6 +75,7 @@ int main(int argc, char** argv) {
     int64_t fashion = 0;
     uint64_t seed = 0;
     int threads = 0;
+    int64_t grid_scale = 0;
     app.add_option("--checkpoint", checkpoint, "pretraining checkpoint (02_pretrain_simmim / 03_pretrain_mae)")->required();
     auto* in = app.add_option("--input", input, "an image file (PNG, JPEG, BMP) or a folder of them");
     auto* fm = app.add_option("--fashion-mnist", fashion,
@@ -88,6 +89,9 @@ int main(int argc, char** argv) {
     m->excludes(s);
     app.add_option("--seed", seed, "seed of --strategy's draws")->capture_default_str();
     app.add_option("--out", out, "output folder")->capture_default_str();
+    app.add_option("--grid-scale", grid_scale, "grid pictures: pixels per image pixel (0: tiles at least 96 px high)")
+        ->capture_default_str()
+        ->check(CLI::Range(int64_t{0}, int64_t{64}));
     app.add_option("--device", device_spec, "auto, cpu, cuda, cuda:N")->capture_default_str();
     examples::add_threads_flag(app, threads);
     try {
@@ -175,13 +179,17 @@ int main(int argc, char** argv) {
     }
     bool same_size = true;
     for (const auto& o : originals) same_size = same_size && o.sizes() == originals[0].sizes();
+    // Small images are shown enlarged (nearest neighbour), so that a 28 px picture can be read.
+    const auto grid = [&](std::vector<at::Tensor> rows) {
+      const int64_t k = grid_scale > 0 ? grid_scale : std::max<int64_t>(1, (96 + rows[0].size(2) - 1) / rows[0].size(2));
+      for (auto& r : rows) r = r.repeat_interleave(k, 2).repeat_interleave(k, 3);
+      return simmim::make_image_grid(rows);
+    };
     if (same_size) {
-      simmim::write_png(out + "/grid.png",
-                        simmim::make_image_grid({at::cat(originals), at::cat(blanked), at::cat(filled)}));
+      simmim::write_png(out + "/grid.png", grid({at::cat(originals), at::cat(blanked), at::cat(filled)}));
     } else {
       for (size_t i = 0; i < originals.size(); ++i)
-        simmim::write_png(out + "/" + stems[i] + "_grid.png",
-                          simmim::make_image_grid({originals[i], blanked[i], filled[i]}));
+        simmim::write_png(out + "/" + stems[i] + "_grid.png", grid({originals[i], blanked[i], filled[i]}));
     }
     const double denom = static_cast<double>(std::max<int64_t>(1, pixels));
     nlohmann::json result{{"images", originals.size()},

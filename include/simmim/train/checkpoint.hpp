@@ -140,9 +140,11 @@ inline torch::serialize::InputArchive parse_checkpoint(const std::string& bytes,
   try {
     root.load_from(bytes.data(), payload, device);
   } catch (const c10::Error& e) {
-    // A file with a valid checksum that LibTorch cannot read was not written by save_checkpoint.
+    // A file with a valid checksum that LibTorch cannot read was not written by save_checkpoint. LibTorch's
+    // first line says why (its dispatcher appends a list of every backend).
+    const std::string why = e.what_without_backtrace();
     SIMMIM_CHECK(false, api, "path", "a simmim checkpoint (save_checkpoint)",
-                 "'" + path + "' that LibTorch cannot read (" + e.what_without_backtrace() + ")");
+                 "'" + path + "' that LibTorch cannot read (" + why.substr(0, why.find('\n')) + ")");
   } catch (const std::exception& e) {
     // LibTorch's unpickler also throws other types (found by fuzzing: its type parser's errors).
     SIMMIM_CHECK(false, api, "path", "a simmim checkpoint (save_checkpoint)",
@@ -260,11 +262,20 @@ inline std::pair<int64_t, std::string> read_checkpoint_info(const std::string& p
 }
 
 // Loads `module` from the submodule at dotted path `submodule` of the checkpoint's model ("" = the whole
-// model; "encoder" = a pretraining model's encoder, for probes and fine-tuning).
+// model; "encoder" = a pretraining model's encoder, for probes and fine-tuning). The tensors are read onto
+// `device`, by default the module's own (so a checkpoint written on a GPU loads into a CPU module, also
+// where LibTorch has no CUDA).
 inline void load_module_from_checkpoint(const std::string& path, torch::nn::Module& module,
                                         const std::string& submodule = "",
                                         c10::optional<c10::Device> device = c10::nullopt) {
   constexpr const char* api = "simmim::load_module_from_checkpoint";
+  if (!device) {
+    device = c10::Device(c10::kCPU);
+    for (const auto& p : module.parameters()) {
+      device = p.device();
+      break;
+    }
+  }
   auto root = detail::open_checkpoint(path, api, device);
   torch::serialize::InputArchive cur;
   root.read("model", cur);
