@@ -11,6 +11,8 @@
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#include <sys/resource.h>
+
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -28,6 +30,14 @@ using simmim::MaskedLossOptions;
 using bench_names::dims;
 using bench_names::dtype_name;
 
+// Minor page faults of the process so far: first touches of memory the kernel had not mapped yet, which
+// a pass over a fresh gradient pays for every page (the "faults" counter, per iteration).
+double minor_faults() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_minflt);
+}
+
 // One training step's loss work: forward, backward into a fresh pred.grad.
 void loss_step(benchmark::State& state, std::vector<int64_t> shape, std::vector<int64_t> mask_shape,
                torch::ScalarType dtype, MaskedLossOptions options) {
@@ -35,11 +45,13 @@ void loss_step(benchmark::State& state, std::vector<int64_t> shape, std::vector<
   const torch::Tensor pred = torch::randn(shape, gen).to(dtype).requires_grad_(true);
   const torch::Tensor target = torch::randn(shape, gen).to(dtype);
   const torch::Tensor mask = torch::rand(mask_shape, gen) < 0.6;
+  const double faults0 = minor_faults();
   for (auto _ : state) {
     pred.mutable_grad().reset();
     simmim::masked_reconstruction_loss(pred, target, mask, options).backward();
     benchmark::DoNotOptimize(pred.grad().data_ptr());
   }
+  state.counters["faults"] = benchmark::Counter(minor_faults() - faults0, benchmark::Counter::kAvgIterations);
   state.SetBytesProcessed(state.iterations() * 3 * pred.numel() * static_cast<int64_t>(pred.element_size()));
   state.counters["threads"] = at::get_num_threads();
 }
@@ -47,10 +59,12 @@ void loss_step(benchmark::State& state, std::vector<int64_t> shape, std::vector<
 void copy(benchmark::State& state, std::vector<int64_t> shape, torch::ScalarType dtype) {
   const torch::Tensor src = torch::randn(shape).to(dtype);
   torch::Tensor dst = torch::empty_like(src);
+  const double faults0 = minor_faults();
   for (auto _ : state) {
     dst.copy_(src);
     benchmark::DoNotOptimize(dst.data_ptr());
   }
+  state.counters["faults"] = benchmark::Counter(minor_faults() - faults0, benchmark::Counter::kAvgIterations);
   state.SetBytesProcessed(state.iterations() * 2 * src.numel() * static_cast<int64_t>(src.element_size()));
   state.counters["threads"] = at::get_num_threads();
 }
