@@ -1,6 +1,7 @@
 // Forward + backward of the masked reconstruction losses, fused CPU against the reference (the originals'
 // op sequence), beside a plain tensor copy of the same size (the bandwidth yardstick):
 //   simmim_l1/<fused|reference>/<B>x<C>x<H>x<W>_p<p>_<dtype>   SimMIM's loss on images, bool mask [B, h, w]
+//   simmim_l1/fused_reuse_grad/...                              the same with MaskedLossOptions::reuse_grad_memory
 //   mae_l2_normpix/<fused|reference>/<B>x<L>x<D>_<dtype>       MAE's norm-pix loss on tokens, mask [B, L]
 //   copy/aten/<B>x<C>x<H>x<W>_<dtype>                          dst.copy_(src)
 // Bytes processed: pred + target read and the gradient written (3 tensors) for the losses, src read and
@@ -85,13 +86,17 @@ const bool registered = [] {
           ->Unit(benchmark::kMillisecond);
       for (const int64_t p : {4, 16}) {
         for (const auto backend : {Backend::kFusedCPU, Backend::kReference}) {
-          const std::string name = std::string("simmim_l1/") +
-                                   (backend == Backend::kFusedCPU ? "fused/" : "reference/") + dims(shape) + "_p" +
-                                   std::to_string(p) + "_" + dtype_name(dtype);
-          benchmark::RegisterBenchmark(name.c_str(), loss_step, shape, std::vector<int64_t>{B, size / p, size / p},
-                                       dtype, MaskedLossOptions::simmim(p).backend(backend))
-              ->UseRealTime()
-              ->Unit(benchmark::kMillisecond);
+          for (const bool reuse : {false, true}) {
+            if (reuse && backend != Backend::kFusedCPU) continue;
+            const std::string name = std::string("simmim_l1/") +
+                                     (backend == Backend::kFusedCPU ? (reuse ? "fused_reuse_grad/" : "fused/")
+                                                                    : "reference/") +
+                                     dims(shape) + "_p" + std::to_string(p) + "_" + dtype_name(dtype);
+            benchmark::RegisterBenchmark(name.c_str(), loss_step, shape, std::vector<int64_t>{B, size / p, size / p},
+                                         dtype, MaskedLossOptions::simmim(p).backend(backend).reuse_grad_memory(reuse))
+                ->UseRealTime()
+                ->Unit(benchmark::kMillisecond);
+          }
         }
       }
     }
