@@ -1,6 +1,7 @@
 // Forward + backward of the masked reconstruction losses, fused CPU against the reference (the originals'
 // op sequence), beside a plain tensor copy of the same size (the bandwidth yardstick):
 //   simmim_l1/<fused|reference>/<B>x<C>x<H>x<W>_p<p>_<dtype>   SimMIM's loss on images, bool mask [B, h, w]
+//   simmim_l1/fused_reuse_grad/...                              the same with MaskedLossOptions::reuse_grad_memory
 //   mae_l2_normpix/<fused|reference>/<B>x<L>x<D>_<dtype>       MAE's norm-pix loss on tokens, mask [B, L]
 //   copy/aten/<B>x<C>x<H>x<W>_<dtype>                          dst.copy_(src)
 // Bytes processed: pred + target read and the gradient written (3 tensors) for the losses, src read and
@@ -10,6 +11,8 @@
 // one it picks on an AVX2 machine.
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
+
+#include <sys/resource.h>
 
 #include <cstdlib>
 #include <string>
@@ -28,6 +31,14 @@ using simmim::MaskedLossOptions;
 using bench_names::dims;
 using bench_names::dtype_name;
 
+// Minor page faults of the process so far: first touches of memory the kernel had not mapped yet, which
+// a pass over a fresh gradient pays for every page (the "faults" counter, per iteration).
+double minor_faults() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_minflt);
+}
+
 // One training step's loss work: forward, backward into a fresh pred.grad.
 void loss_step(benchmark::State& state, std::vector<int64_t> shape, std::vector<int64_t> mask_shape,
                torch::ScalarType dtype, MaskedLossOptions options) {
@@ -35,11 +46,13 @@ void loss_step(benchmark::State& state, std::vector<int64_t> shape, std::vector<
   const torch::Tensor pred = torch::randn(shape, gen).to(dtype).requires_grad_(true);
   const torch::Tensor target = torch::randn(shape, gen).to(dtype);
   const torch::Tensor mask = torch::rand(mask_shape, gen) < 0.6;
+  const double faults0 = minor_faults();
   for (auto _ : state) {
     pred.mutable_grad().reset();
     simmim::masked_reconstruction_loss(pred, target, mask, options).backward();
     benchmark::DoNotOptimize(pred.grad().data_ptr());
   }
+  state.counters["faults"] = benchmark::Counter(minor_faults() - faults0, benchmark::Counter::kAvgIterations);
   state.SetBytesProcessed(state.iterations() * 3 * pred.numel() * static_cast<int64_t>(pred.element_size()));
   state.counters["threads"] = at::get_num_threads();
 }
@@ -47,10 +60,12 @@ void loss_step(benchmark::State& state, std::vector<int64_t> shape, std::vector<
 void copy(benchmark::State& state, std::vector<int64_t> shape, torch::ScalarType dtype) {
   const torch::Tensor src = torch::randn(shape).to(dtype);
   torch::Tensor dst = torch::empty_like(src);
+  const double faults0 = minor_faults();
   for (auto _ : state) {
     dst.copy_(src);
     benchmark::DoNotOptimize(dst.data_ptr());
   }
+  state.counters["faults"] = benchmark::Counter(minor_faults() - faults0, benchmark::Counter::kAvgIterations);
   state.SetBytesProcessed(state.iterations() * 2 * src.numel() * static_cast<int64_t>(src.element_size()));
   state.counters["threads"] = at::get_num_threads();
 }
@@ -71,13 +86,17 @@ const bool registered = [] {
           ->Unit(benchmark::kMillisecond);
       for (const int64_t p : {4, 16}) {
         for (const auto backend : {Backend::kFusedCPU, Backend::kReference}) {
-          const std::string name = std::string("simmim_l1/") +
-                                   (backend == Backend::kFusedCPU ? "fused/" : "reference/") + dims(shape) + "_p" +
-                                   std::to_string(p) + "_" + dtype_name(dtype);
-          benchmark::RegisterBenchmark(name.c_str(), loss_step, shape, std::vector<int64_t>{B, size / p, size / p},
-                                       dtype, MaskedLossOptions::simmim(p).backend(backend))
-              ->UseRealTime()
-              ->Unit(benchmark::kMillisecond);
+          for (const bool reuse : {false, true}) {
+            if (reuse && backend != Backend::kFusedCPU) continue;
+            const std::string name = std::string("simmim_l1/") +
+                                     (backend == Backend::kFusedCPU ? (reuse ? "fused_reuse_grad/" : "fused/")
+                                                                    : "reference/") +
+                                     dims(shape) + "_p" + std::to_string(p) + "_" + dtype_name(dtype);
+            benchmark::RegisterBenchmark(name.c_str(), loss_step, shape, std::vector<int64_t>{B, size / p, size / p},
+                                         dtype, MaskedLossOptions::simmim(p).backend(backend).reuse_grad_memory(reuse))
+                ->UseRealTime()
+                ->Unit(benchmark::kMillisecond);
+          }
         }
       }
     }

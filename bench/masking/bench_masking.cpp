@@ -2,8 +2,10 @@
 //   <strategy>/batched/B128        one generate(128) call
 //   <strategy>/per_sample/B128     generate(1) 128 times + stack, as a per-sample dataloader transform
 //                                  followed by collation does today
+//   <strategy>/batched_mask_only/B128  the same with MaskOutputs::kMaskOnly (no ids; simmim and mae)
 //   <strategy>/official_loop/B128  the official per-sample algorithm (numpy in SimMIM / BEiT) ported
 //                                  line by line to per-sample torch ops, + stack
+//   simmim/<batched|batched_mask_only>/B128_192_p4  issue 15's setting (192 px, 32-px cells, patch 4)
 // Items processed = masks.
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
@@ -31,11 +33,11 @@ std::unique_ptr<simmim::MaskGenerator> make(const std::string& name) {
   return simmim::make_mask_generator(name, kGeometry);
 }
 
-void batched(benchmark::State& state, const std::string& name) {
+void batched(benchmark::State& state, const std::string& name, simmim::MaskOutputs outputs) {
   const auto gen = make(name);
   auto rng = simmim::make_generator(0);
   for (auto _ : state) {
-    auto b = gen->generate(kBatch, rng);
+    auto b = gen->generate(kBatch, rng, at::kCPU, outputs);
     benchmark::DoNotOptimize(b.mask.data_ptr());
   }
   state.SetItemsProcessed(state.iterations() * kBatch);
@@ -81,6 +83,20 @@ void simmim_official_loop(benchmark::State& state) {
     }
     auto m = at::stack(masks);
     benchmark::DoNotOptimize(m.data_ptr());
+  }
+  state.SetItemsProcessed(state.iterations() * kBatch);
+}
+
+// Issue 15's SimMIM setting, the official Swin recipe's: 192 x 192 images, 32-pixel cells, 4-pixel model
+// patches, ratio 0.6: 36 cells, 22 hidden, a 48 x 48 mask per image. bench/python/simmim_mask_loop.py times
+// the official numpy loop on the same setting.
+const simmim::SimMIMMask kSwinMask(simmim::SimMIMMaskOptions(192).patch_size(4).mask_patch_size(32).ratio(0.6));
+
+void simmim_swin(benchmark::State& state, simmim::MaskOutputs outputs) {
+  auto rng = simmim::make_generator(0);
+  for (auto _ : state) {
+    auto b = kSwinMask.generate(kBatch, rng, at::kCPU, outputs);
+    benchmark::DoNotOptimize(b.mask.data_ptr());
   }
   state.SetItemsProcessed(state.iterations() * kBatch);
 }
@@ -132,10 +148,14 @@ void block_official_loop(benchmark::State& state) {
 
 const int registered = [] {
   for (const std::string name : {"simmim", "mae", "block", "bernoulli", "grid", "multiblock", "region", "tensor"}) {
-    benchmark::RegisterBenchmark((name + "/batched/B128").c_str(), batched, name);
+    benchmark::RegisterBenchmark((name + "/batched/B128").c_str(), batched, name, simmim::MaskOutputs::kMaskAndIds);
     benchmark::RegisterBenchmark((name + "/per_sample/B128").c_str(), per_sample, name);
   }
+  for (const std::string name : {"simmim", "mae"})
+    benchmark::RegisterBenchmark((name + "/batched_mask_only/B128").c_str(), batched, name, simmim::MaskOutputs::kMaskOnly);
   benchmark::RegisterBenchmark("simmim/official_loop/B128", simmim_official_loop);
+  benchmark::RegisterBenchmark("simmim/batched/B128_192_p4", simmim_swin, simmim::MaskOutputs::kMaskAndIds);
+  benchmark::RegisterBenchmark("simmim/batched_mask_only/B128_192_p4", simmim_swin, simmim::MaskOutputs::kMaskOnly);
   benchmark::RegisterBenchmark("block/official_loop/B128", block_official_loop);
   return 0;
 }();

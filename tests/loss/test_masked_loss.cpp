@@ -360,6 +360,48 @@ TEST_CASE("fused backward: retain_graph keeps the saved gradient intact; a secon
   }
 }
 
+TEST_CASE("reuse_grad_memory: a call writes the last gradient's memory once nothing holds it, never before",
+          "[loss]") {
+  auto gen = simmim::make_generator(21);
+  const torch::Tensor target = torch::randn({2, 3, 8, 8}, gen), target2 = torch::randn({2, 3, 8, 8}, gen);
+  const torch::Tensor mask = torch::rand({2, 4, 4}, gen) < 0.5;
+  const auto fresh = MaskedLossOptions::simmim(2).backend(Backend::kFusedCPU);
+  const auto reuse = MaskedLossOptions(fresh).reuse_grad_memory(true);
+  const bool channels_last = GENERATE(false, true);
+  torch::Tensor pred = torch::randn({2, 3, 8, 8}, gen);
+  if (channels_last) pred = pred.contiguous(torch::MemoryFormat::ChannelsLast);
+  pred.requires_grad_(true);
+  const torch::Tensor expected = run_loss(pred, target, mask, fresh).grad_pred;
+  const torch::Tensor expected2 = run_loss(pred, target2, mask, fresh).grad_pred;
+  auto step = [&](const torch::Tensor& t) { simmim::masked_reconstruction_loss(pred, t, mask, reuse).backward(); };
+
+  step(target);
+  CHECK(torch::equal(pred.grad(), expected));
+  CHECK(pred.grad().is_contiguous(pred.suggest_memory_format()));
+  // Still held as pred.grad: the next call takes other memory, and the gradients accumulate.
+  step(target);
+  CHECK(torch::equal(pred.grad(), 2 * expected));
+  // Dropped: the next calls write one and the same memory.
+  pred.mutable_grad().reset();
+  step(target2);
+  CHECK(torch::equal(pred.grad(), expected2));
+  const void* memory = pred.grad().data_ptr();
+  pred.mutable_grad().reset();
+  step(target);
+  CHECK(pred.grad().data_ptr() == memory);
+  CHECK(torch::equal(pred.grad(), expected));
+  // A gradient saved for a retained graph is in use too: a call in between leaves it intact.
+  pred.mutable_grad().reset();
+  const auto kept = simmim::masked_reconstruction_loss(pred, target, mask, reuse);
+  kept.backward({}, /*retain_graph=*/true);
+  pred.mutable_grad().reset();
+  step(target2);
+  CHECK(torch::equal(pred.grad(), expected2));
+  pred.mutable_grad().reset();
+  kept.backward();
+  CHECK(torch::equal(pred.grad(), expected));
+}
+
 TEST_CASE("the fused path is first-order only; the reference differentiates twice", "[loss]") {
   auto gen = simmim::make_generator(7);
   const torch::Tensor target = torch::randn({2, 8, 12}, gen, torch::kDouble);

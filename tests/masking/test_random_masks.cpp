@@ -160,6 +160,72 @@ TEST_CASE("MAE: options are validated", "[masking][mae]") {
   REQUIRE_THROWS_WITH(simmim::MAEMask().generate(-3), ContainsSubstring("batch_size must be positive"));
 }
 
+TEST_CASE("SimMIM: the same masks as its first batched draw (argsort of noise, scatter, repeat)", "[masking][simmim]") {
+  // The construction simmim shipped before the direct write (issue 15), kept here as the oracle: a seed
+  // must give the same masks as it always did.
+  struct Case {
+    Size2d input;
+    int64_t mask_patch, patch;
+    double ratio;
+  };
+  const Case c = GENERATE(Case{192, 32, 4, 0.6}, Case{{192, 320}, 32, 16, 0.6}, Case{224, 32, 32, 0.6},
+                          Case{304, 16, 16, 0.6}, Case{{96, 160}, 32, 8, 1.0}, Case{32, 32, 16, 0.0});
+  const simmim::SimMIMMask gen(
+      simmim::SimMIMMaskOptions(c.input).patch_size(c.patch).mask_patch_size(c.mask_patch).ratio(c.ratio));
+  const int64_t B = 7, scale = gen.scale();
+  const Size2d cells = gen.cell_grid();
+  auto rng = make_generator(5);
+  const auto perm = simmim::detail::argsort_noise(torch::rand({B, cells.area()}, rng));
+  auto cell_mask = torch::zeros({B, cells.area()}, torch::kBool);
+  cell_mask.scatter_(1, perm.narrow(1, 0, gen.mask_count()), true);
+  const auto expected = cell_mask.view({B, cells.h, 1, cells.w, 1})
+                            .expand({B, cells.h, scale, cells.w, scale})
+                            .reshape({B, cells.h * scale, cells.w * scale});
+  REQUIRE(torch::equal(gen.generate(B, make_generator(5)).mask, expected));
+  REQUIRE(torch::equal(gen.generate(B, make_generator(5), torch::kCPU, simmim::MaskOutputs::kMaskOnly).mask, expected));
+}
+
+TEST_CASE("mark_lowest_noise marks the first count of a stable argsort, ties included", "[masking][simmim]") {
+  const int64_t L = GENERATE(1, 7, 36, 64, 65, 196);
+  auto rng = make_generator(L);
+  // Coarse noise (8 levels) makes ties common, so the index tie-break is exercised.
+  for (const auto& noise : {torch::rand({4, L}, rng), torch::randint(8, {4, L}, rng).to(torch::kFloat) / 8}) {
+    const auto perm = simmim::detail::argsort_noise(noise);
+    for (const int64_t count : {int64_t{0}, L / 3, L - 1, L}) {
+      for (int64_t b = 0; b < 4; ++b) {
+        std::vector<unsigned char> hidden(static_cast<size_t>(L), 7);
+        std::vector<uint64_t> keys(static_cast<size_t>(L));
+        simmim::detail::mark_lowest_noise(noise[b].data_ptr<float>(), L, count, hidden.data(), keys.data());
+        std::vector<unsigned char> expected(static_cast<size_t>(L), 0);
+        for (int64_t i = 0; i < count; ++i) expected[static_cast<size_t>(perm[b][i].item<int64_t>())] = 1;
+        INFO("L = " << L << ", count = " << count << ", row " << b);
+        REQUIRE(hidden == expected);
+      }
+    }
+  }
+}
+
+TEST_CASE("MaskOutputs::kMaskOnly: the same mask without ids, and the generator moves on the same way", "[masking]") {
+  const simmim::SimMIMMask a(simmim::SimMIMMaskOptions({192, 256}));
+  const simmim::MAEMask b(simmim::MAEMaskOptions({192, 256}));
+  const simmim::BernoulliMask c(simmim::BernoulliMaskOptions({192, 256}));
+  const simmim::GridMask d(simmim::GridMaskOptions({192, 256}));
+  for (const simmim::MaskGenerator* g : std::vector<const simmim::MaskGenerator*>{&a, &b, &c, &d}) {
+    INFO(g->spec());
+    auto full_rng = make_generator(99), mask_rng = make_generator(99);
+    const auto full = g->generate(9, full_rng);
+    const auto only = g->generate(9, mask_rng, torch::kCPU, simmim::MaskOutputs::kMaskOnly);
+    REQUIRE(torch::equal(full.mask, only.mask));
+    REQUIRE_FALSE(only.has_ids());
+    REQUIRE_FALSE(only.ids_restore.defined());
+    REQUIRE(torch::equal(g->generate(3, full_rng).mask, g->generate(3, mask_rng).mask));
+  }
+  REQUIRE_THROWS_WITH(a.generate(2, c10::nullopt, torch::kCPU, static_cast<simmim::MaskOutputs>(7)),
+                      ContainsSubstring("simmim::SimMIMMask: outputs must be MaskOutputs::kMaskAndIds or kMaskOnly; "
+                                        "got MaskOutputs(7)"));
+  REQUIRE(std::string(simmim::to_string(simmim::MaskOutputs::kMaskOnly)) == "mask_only");
+}
+
 TEST_CASE("random strategies: same seed same masks, another seed other masks", "[masking]") {
   const simmim::SimMIMMask a(simmim::SimMIMMaskOptions({192, 256}));
   const simmim::MAEMask b(simmim::MAEMaskOptions({192, 256}));

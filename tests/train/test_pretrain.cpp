@@ -163,6 +163,14 @@ TEST_CASE("SimMIM and MAE share one entry: forward(images, MaskBatch), a mask te
   const auto mmb = mae_masks->generate(2, simmim::make_generator(1));
   // The plain mask rebuilds the ids in another token order: attention sums in another order, same loss.
   CHECK(torch::allclose(mae->forward(x, mmb).loss, mae(x, mmb.mask).loss, 1e-5, 1e-6));
+  // What pretrain() asks the generator for: SimMIM reads the mask alone; MAE, and any model that does not
+  // declare kMaskOutputs, the ids too.
+  STATIC_REQUIRE(simmim::mask_outputs_read_by<simmim::SimMIM>() == simmim::MaskOutputs::kMaskOnly);
+  STATIC_REQUIRE(simmim::mask_outputs_read_by<simmim::SimMIMImpl>() == simmim::MaskOutputs::kMaskOnly);
+  STATIC_REQUIRE(simmim::mask_outputs_read_by<simmim::MAE>() == simmim::MaskOutputs::kMaskAndIds);
+  STATIC_REQUIRE(simmim::mask_outputs_read_by<torch::nn::Linear>() == simmim::MaskOutputs::kMaskAndIds);
+  const auto only = masks->generate(2, simmim::make_generator(1), torch::kCPU, simmim::MaskOutputs::kMaskOnly);
+  CHECK(torch::equal(simmim_model->forward(x, only).loss, a.loss));
 }
 
 TEST_CASE("pretrain: files are written, the encoder comes back from the checkpoint, stop + resume equals the uninterrupted run", "[train][pretrain]") {

@@ -56,6 +56,31 @@ inline MaskedLossParams masked_loss_params(const MaskedLossProblem& pb, const at
   return P;
 }
 
+// MaskedLossOptions::reuse_grad_memory: the fused CPU gradient's memory, kept per calling thread. The cache
+// holds the storage, never a tensor, so the gradient handed to autograd is that memory's only tensor and a
+// leaf's AccumulateGrad adopts it as .grad rather than copying it. The memory is reused only once no
+// tensor refers to it (the caller dropped the last gradient), so a gradient still in use is never written.
+inline c10::Storage& cpu_grad_memory_cache() {
+  static thread_local c10::Storage storage;
+  return storage;
+}
+
+// An uninitialized gradient like pred (the pass writes every element) in memory format `format`.
+inline at::Tensor new_cpu_grad(const at::Tensor& pred, at::MemoryFormat format, bool reuse) {
+  const at::TensorOptions options = pred.options().memory_format(format);
+  if (!reuse) return at::empty(pred.sizes(), options);
+  const size_t bytes = static_cast<size_t>(pred.numel()) * pred.element_size();
+  c10::Storage& cache = cpu_grad_memory_cache();
+  if (!cache || cache.use_count() != 1 || cache.nbytes() < bytes) {
+    cache = at::empty(pred.sizes(), options).storage();  // the old memory, if any, goes back when unused
+  }
+  const std::vector<int64_t> strides =
+      at::empty(pred.sizes(), options.device(at::kMeta)).strides().vec();  // the format's strides, no data
+  at::Tensor grad = at::empty({0}, pred.options());
+  grad.set_(cache, 0, pred.sizes(), strides);
+  return grad;
+}
+
 // The CPU glue instantiates the kernel's templates, so it lives in the kernel's ISA namespace too (see
 // kernels/cpu/masked_loss_cpu.hpp): a copy compiled under -mavx2 never stands in for a baseline one.
 inline namespace SIMMIM_CPU_ISA_NAMESPACE {
@@ -83,7 +108,7 @@ inline FusedLossForward masked_loss_fused_cpu(const MaskedLossProblem& pb, bool 
   if (want_grad) {
     const auto format =
         layout == RunLayout::kInterleaved ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-    grad = at::empty(pred.sizes(), pred.options().memory_format(format));
+    grad = new_cpu_grad(pred, format, pb.options.reuse_grad_memory());
     TORCH_INTERNAL_ASSERT(layout_of(grad) == layout);
   }
   const at::Tensor weights = pb.mask3.to(at::toOpMathType(pred.scalar_type()));

@@ -29,6 +29,11 @@ struct MaskedLossOptions {
   TORCH_ARG(LossReduction, reduction) = LossReduction::kMean;
   // kAuto picks a fused backend where one runs (docs/losses.md); the others force one.
   TORCH_ARG(Backend, backend) = Backend::kAuto;
+  // Fused CPU backend only: write d(loss)/d(pred) into memory kept from the previous call on this thread
+  // once nothing uses it any more, instead of a fresh allocation whose first touch page-faults (one fault
+  // per 4 KiB page where the allocator hands back unmapped memory). Costs one gradient's memory per
+  // calling thread, held until the thread ends (docs/losses.md). Ignored by the other backends.
+  TORCH_ARG(bool, reuse_grad_memory) = false;
 
  public:  // TORCH_ARG leaves the access at private
   // SimMIM's loss exactly: L1, sum(|x - x_rec| * m) / (sum(m) + 1e-5) / C with m the patch mask

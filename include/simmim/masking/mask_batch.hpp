@@ -17,6 +17,22 @@
 
 SIMMIM_NAMESPACE_BEGIN
 
+// What a caller of MaskGenerator::generate() will read. MAE's ids are two int64 [B, h*w] tensors against a
+// one-byte-per-patch mask, and a model that only multiplies by the mask (SimMIM) never reads them, so it can
+// ask for the mask alone. The mask is the same either way, and so is what the generator draws from its RNG.
+enum class MaskOutputs {
+  kMaskAndIds,  // the mask, plus ids_keep / ids_restore where the strategy hides a fixed count per sample
+  kMaskOnly,    // the mask; ids_keep / ids_restore left undefined
+};
+
+inline const char* to_string(MaskOutputs o) {
+  switch (o) {
+    case MaskOutputs::kMaskAndIds: return "mask_and_ids";
+    case MaskOutputs::kMaskOnly: return "mask_only";
+  }
+  return "?";
+}
+
 struct MaskBatch {
   MaskBatch() = default;
   // A plain mask, without ids: what every pretraining model's forward(images, MaskBatch) also takes, so a
@@ -50,9 +66,43 @@ struct MaskBatch {
 
 namespace detail {
 
+// One row of [0, 1) noise as sortable keys: non-negative floats order like their bit patterns, so each
+// (value, index) pair packs into one uint64 whose order is a stable sort's.
+inline void noise_keys(const float* noise, int64_t L, uint64_t* keys) {
+  for (int64_t i = 0; i < L; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, noise + i, sizeof(bits));
+    keys[i] = (static_cast<uint64_t>(bits) << 32) | static_cast<uint64_t>(i);
+  }
+}
+
+// The index part of a key.
+inline int64_t noise_key_index(uint64_t key) { return static_cast<int64_t>(key & 0xFFFFFFFFu); }
+
+// hidden[i] = 1 for the `count` cells that come first in a stable argsort of one row of [0, 1) noise, 0 for
+// the others: the set argsort_noise(noise)[:count] marks, without ordering it (SimMIM needs only the set).
+// Up to 64 cells, each cell's rank is counted (cells before it with noise <= its own, after it with noise
+// <): no branches, so a whole batch costs less than the noise. Beyond, a selection on noise_keys.
+// `keys` is scratch space for L values.
+inline void mark_lowest_noise(const float* noise, int64_t L, int64_t count, unsigned char* hidden, uint64_t* keys) {
+  if (L <= 64) {
+    for (int64_t i = 0; i < L; ++i) {
+      const float v = noise[i];
+      int32_t rank = 0;
+      for (int64_t j = 0; j < i; ++j) rank += noise[j] <= v ? 1 : 0;
+      for (int64_t j = i + 1; j < L; ++j) rank += noise[j] < v ? 1 : 0;
+      hidden[i] = rank < count ? 1 : 0;
+    }
+    return;
+  }
+  noise_keys(noise, L, keys);
+  std::nth_element(keys, keys + count, keys + L);
+  std::fill(hidden, hidden + L, static_cast<unsigned char>(0));
+  for (int64_t i = 0; i < count; ++i) hidden[noise_key_index(keys[i])] = 1;
+}
+
 // argsort(noise, dim=1) for noise drawn by at::rand (float [B, L] on the CPU, values in [0, 1)), ties
-// broken by index like a stable sort. Non-negative floats order like their bit patterns, so each
-// (value, index) pair packs into one uint64 and an integer sort does the work: about 5x faster than
+// broken by index like a stable sort. An integer sort of noise_keys does the work: about 5x faster than
 // at::argsort on 128 x 196, which dominated the SimMIM and MAE draws.
 inline at::Tensor argsort_noise(const at::Tensor& noise) {
   TORCH_INTERNAL_ASSERT(noise.dim() == 2 && noise.scalar_type() == at::kFloat && noise.device().is_cpu() &&
@@ -66,13 +116,9 @@ inline at::Tensor argsort_noise(const at::Tensor& noise) {
   at::parallel_for(0, B, 16, [&](int64_t begin, int64_t end) {
     std::vector<uint64_t> keys(static_cast<size_t>(L));
     for (int64_t b = begin; b < end; ++b) {
-      for (int64_t i = 0; i < L; ++i) {
-        uint32_t bits;
-        std::memcpy(&bits, src + b * L + i, sizeof(bits));
-        keys[static_cast<size_t>(i)] = (static_cast<uint64_t>(bits) << 32) | static_cast<uint64_t>(i);
-      }
+      noise_keys(src + b * L, L, keys.data());
       std::sort(keys.begin(), keys.end());
-      for (int64_t i = 0; i < L; ++i) dst[b * L + i] = static_cast<int64_t>(keys[static_cast<size_t>(i)] & 0xFFFFFFFFu);
+      for (int64_t i = 0; i < L; ++i) dst[b * L + i] = noise_key_index(keys[static_cast<size_t>(i)]);
     }
   });
   return out;

@@ -30,9 +30,12 @@ class MaskGenerator {
   // Masks for a whole batch: mask [B, h, w] bool (true = masked) plus ids_keep / ids_restore where the
   // strategy hides a fixed count per sample. Draws on the CPU generator `gen` (the global default if
   // none), then moves the result to `device` once, so a seed gives the same masks on every device.
+  // `outputs` = MaskOutputs::kMaskOnly skips the ids: the same mask, and the generator ends in the same
+  // state, so later draws do not depend on what earlier callers asked for.
   MaskBatch generate(int64_t batch_size, c10::optional<at::Generator> gen = c10::nullopt,
-                     at::Device device = at::kCPU) const {
+                     at::Device device = at::kCPU, MaskOutputs outputs = MaskOutputs::kMaskAndIds) const {
     SIMMIM_CHECK_VALUE(batch_size > 0, api_, "batch_size", "positive (an empty batch has no masks)", batch_size);
+    SIMMIM_CHECK_ENUM(outputs, 2, "MaskOutputs", api_, "outputs", "MaskOutputs::kMaskAndIds or kMaskOnly");
     // Checked before anything is allocated: an absurd batch is an error here, not std::bad_alloc later.
     const int64_t max_batch = std::max<int64_t>(1, kMaxMaskCells / grid_.area());
     SIMMIM_CHECK_VALUE(batch_size <= max_batch, api_, "batch_size",
@@ -41,11 +44,12 @@ class MaskGenerator {
                        batch_size);
     check_device_available(device, api_, "device");
     at::Generator g = resolve_generator(gen, api_);
-    MaskBatch out = draw(batch_size, g);
+    MaskBatch out = outputs == MaskOutputs::kMaskOnly ? draw_mask_only(batch_size, g) : draw(batch_size, g);
     TORCH_INTERNAL_ASSERT(out.mask.defined() && out.mask.scalar_type() == at::kBool &&
                               out.mask.sizes() == at::IntArrayRef({batch_size, grid_.h, grid_.w}),
                           api_, ": drew ", describe(out.mask), " for batch ", batch_size, " on a ", grid_, " grid");
     TORCH_INTERNAL_ASSERT(out.ids_keep.defined() == out.ids_restore.defined(), api_, ": ids half defined");
+    TORCH_INTERNAL_ASSERT(outputs == MaskOutputs::kMaskAndIds || !out.has_ids(), api_, ": ids drawn for a mask-only call");
     return out.to(device);
   }
 
@@ -66,6 +70,12 @@ class MaskGenerator {
 
   // One batch on the CPU; batch_size > 0 is checked.
   virtual MaskBatch draw(int64_t batch_size, at::Generator& gen) const = 0;
+  // The same draw without ids (generate with MaskOutputs::kMaskOnly). It must consume `gen` exactly as
+  // draw() does. The default drops what draw() built; a strategy whose ids cost more than its mask
+  // overrides it to skip them.
+  virtual MaskBatch draw_mask_only(int64_t batch_size, at::Generator& gen) const {
+    return MaskBatch(draw(batch_size, gen).mask);
+  }
 
   const char* api() const { return api_; }
 

@@ -5,9 +5,12 @@
 
 #include <torch/arg.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "simmim/masking/mask_generator.hpp"
 
@@ -75,19 +78,37 @@ class SimMIMMask final : public MaskGenerator {
   }
 
  protected:
-  MaskBatch draw(int64_t B, at::Generator& gen) const override {
-    // Official: np.random.permutation(cells)[:count] per sample; argsort of uniform noise is a uniform
-    // permutation, drawn for the whole batch at once.
-    const at::Tensor perm = detail::argsort_noise(at::rand({B, cells_.area()}, gen));
-    at::Tensor cell_mask = at::zeros({B, cells_.area()}, at::kBool);
-    cell_mask.scatter_(1, perm.narrow(1, 0, mask_count_), true);
-    const at::Tensor mask = cell_mask.view({B, cells_.h, 1, cells_.w, 1})
-                                .expand({B, cells_.h, scale_, cells_.w, scale_})
-                                .reshape({B, cells_.h * scale_, cells_.w * scale_});
-    return mask_batch_from_mask(mask);
-  }
+  MaskBatch draw(int64_t B, at::Generator& gen) const override { return mask_batch_from_mask(draw_mask(B, gen)); }
+  // SimMIM's models only read the mask: no ids, which cost far more than the mask itself (issue 15).
+  MaskBatch draw_mask_only(int64_t B, at::Generator& gen) const override { return MaskBatch(draw_mask(B, gen)); }
 
  private:
+  // [B, h, w] bool. Official: np.random.permutation(cells)[:count] per sample. The first `count` of a
+  // stable argsort of uniform noise are a uniform random subset: drawn for the whole batch at once, and
+  // found without a sort (mark_lowest_noise), since only the set matters. Each cell is then
+  // written as scale x scale patches straight into the mask (a row of cells, then copies of that row).
+  at::Tensor draw_mask(int64_t B, at::Generator& gen) const {
+    const int64_t cells = cells_.area(), w = cells_.w * scale_;
+    const at::Tensor noise = at::rand({B, cells}, gen);
+    at::Tensor mask = at::empty({B, cells_.h * scale_, w}, at::kBool);
+    const float* src = noise.data_ptr<float>();
+    bool* out = mask.data_ptr<bool>();
+    std::vector<uint64_t> keys(static_cast<size_t>(cells));
+    std::vector<unsigned char> hidden(static_cast<size_t>(cells));
+    for (int64_t b = 0; b < B; ++b) {
+      detail::mark_lowest_noise(src + b * cells, cells, mask_count_, hidden.data(), keys.data());
+      for (int64_t r = 0; r < cells_.h; ++r) {
+        bool* row = out + (b * cells_.h + r) * scale_ * w;
+        for (int64_t c = 0; c < cells_.w; ++c) {
+          const bool v = hidden[static_cast<size_t>(r * cells_.w + c)] != 0;
+          for (int64_t k = 0; k < scale_; ++k) row[c * scale_ + k] = v;
+        }
+        for (int64_t k = 1; k < scale_; ++k) std::memcpy(row + k * w, row, static_cast<size_t>(w));
+      }
+    }
+    return mask;
+  }
+
   Options options_;
   Size2d cells_;
   int64_t scale_ = 1;

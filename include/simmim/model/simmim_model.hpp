@@ -74,6 +74,9 @@ struct SimMIMOptions {
 // "encoder.mask_mixer.mask_token", "encoder.pos.pos_embed", "encoder.blocks.<i>....", "head.conv.weight".
 class SimMIMImpl : public torch::nn::Cloneable<SimMIMImpl> {
  public:
+  // forward() reads only the mask of a MaskBatch (mask_outputs_read_by): a loop need not build MAE's ids.
+  static constexpr MaskOutputs kMaskOutputs = MaskOutputs::kMaskOnly;
+
   // Builds its own VisionTransformer from options.encoder().
   explicit SimMIMImpl(SimMIMOptions options_ = {}) : options(std::move(options_)) { reset(); }
 

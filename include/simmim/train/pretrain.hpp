@@ -23,6 +23,7 @@
 #include "simmim/core/random.hpp"
 #include "simmim/distributed/collective.hpp"
 #include "simmim/masking/mask_generator.hpp"
+#include "simmim/model/pretrain_output.hpp"
 #include "simmim/train/autocast.hpp"
 #include "simmim/train/batch_loader.hpp"
 #include "simmim/train/checkpoint.hpp"
@@ -241,11 +242,13 @@ PretrainResult pretrain(Model& model, const MaskGenerator& masks, const DataSpli
     if (o.progress()) bar.emplace(o.steps(), log, ProgressBarOptions().label(o.label()).log_every(o.log_every()));
   }
 
+  // Only what the model reads: SimMIM never looks at MAE's ids, which cost more than its masks (issue 15).
+  constexpr MaskOutputs mask_outputs = mask_outputs_read_by<Model>();
   // The same images under the same masks at every grid, so the pictures show learning, not luck.
   const at::Tensor preview = data.preview.defined() ? data.preview.to(device) : at::Tensor();
   auto preview_gen = make_generator(o.seed() + 7);
   const MaskBatch preview_masks =
-      preview.defined() ? masks.generate(preview.size(0), preview_gen, device) : MaskBatch();
+      preview.defined() ? masks.generate(preview.size(0), preview_gen, device, mask_outputs) : MaskBatch();
   auto write_grid = [&](const std::string& path) {
     if (!main_rank || !preview.defined()) return;
     torch::NoGradGuard no_grad;
@@ -280,7 +283,7 @@ PretrainResult pretrain(Model& model, const MaskGenerator& masks, const DataSpli
     const Batch batch = loader.next();
     const at::Tensor x = batch.images.to(device, /*non_blocking=*/true);
     // The masks one process would draw for the whole global batch; this rank takes its rows.
-    const MaskBatch all = masks.generate(x.size(0) * world, mask_gen, device);
+    const MaskBatch all = masks.generate(x.size(0) * world, mask_gen, device, mask_outputs);
     const MaskBatch mb = world > 1 ? detail::slice_masks(all, rank * x.size(0), x.size(0)) : all;
     const double step_lr = sched.step();
     PretrainOutput p;
