@@ -358,3 +358,19 @@ TEST_CASE("token kinds: every bad input is a clear error", "[loss][token][errors
                       ContainsSubstring("options.kind must be LossKind::kL1, kL2, kSmoothL1, kCosine or "
                                         "kCrossEntropy; got LossKind(9)"));
 }
+
+TEST_CASE("the cross-entropy pass's exp is within 2 ulp of std::exp on [-87, 0], and keeps NaN", "[loss][token]") {
+  using simmim::kernels::cpu::detail::exp_nonpositive;
+  double worst = 0;
+  for (int i = 0; i <= 200000; ++i) {
+    const float x = -87.0f * static_cast<float>(i) / 200000.0f;
+    const float e = static_cast<float>(std::exp(static_cast<double>(x)));
+    const double ulp = static_cast<double>(std::nextafter(e, 1e30f) - e);
+    worst = std::max(worst, std::abs(static_cast<double>(exp_nonpositive(x)) - std::exp(static_cast<double>(x))) / ulp);
+  }
+  INFO("worst error " << worst << " ulp");
+  CHECK(worst <= 2.0);
+  CHECK(exp_nonpositive(0.0f) == 1.0f);
+  CHECK(std::isnan(exp_nonpositive(std::numeric_limits<float>::quiet_NaN())));
+  CHECK(exp_nonpositive(-std::numeric_limits<float>::infinity()) < 1e-37f);
+}

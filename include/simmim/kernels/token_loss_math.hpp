@@ -34,7 +34,7 @@ SIMMIM_HOST_DEVICE_INLINE acc_t nan_max(acc_t m, acc_t z) {
 }
 
 // kCrossEntropy of one group: lse = max + log(sum exp(z - max)); the loss is lse - z_y and
-// dl/dz_k = exp(z_k - lse) - [k == y].
+// dl/dz_k = exp(z_k - max) / sum_exp - [k == y] (= exp(z_k - lse) - [k == y]).
 template <typename acc_t>
 SIMMIM_HOST_DEVICE_INLINE acc_t log_sum_exp(acc_t max, acc_t sum_exp) {
   return max + std::log(sum_exp);

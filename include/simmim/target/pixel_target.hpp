@@ -8,6 +8,7 @@
 #include <cmath>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "simmim/core/check.hpp"
 #include "simmim/core/patchify.hpp"
@@ -33,31 +34,44 @@ inline constexpr const char* to_string(PixelNorm norm) {
   return "unknown PixelNorm";
 }
 
+// Sums of every window x window neighbourhood of t [N, C, H, W] (zeros outside the image), by running
+// sums along each axis: O(1) per pixel whatever the window (a 47 x 47 avg_pool2d makes 2209 reads per
+// pixel: 16 s for 32 x 3 x 192 x 192 on two cores, against well under a second here).
+inline at::Tensor box_sums(const at::Tensor& t, int64_t window) {
+  const int64_t r = window / 2;
+  at::Tensor s = t;
+  for (const int64_t dim : {2, 3}) {
+    const int64_t n = s.size(dim);
+    std::vector<int64_t> pad = dim == 3 ? std::vector<int64_t>{r + 1, r} : std::vector<int64_t>{0, 0, r + 1, r};
+    const at::Tensor c = at::constant_pad_nd(s, pad, 0).cumsum(dim);
+    // Window [i - r, i + r] of the original is padded [i + 1, i + 2r + 1]: c[i + 2r + 1] - c[i].
+    s = c.narrow(dim, 2 * r + 1, n) - c.narrow(dim, 0, n);
+  }
+  return s;
+}
+
 // The mean and the standard deviation sqrt(var + eps) of the window x window neighbourhood of every pixel
 // of images [B, C, H, W], each channel alone; the window is clipped at the borders (only pixels inside the
 // image count) and var is unbiased over the n pixels it holds: (E[x^2] - E[x]^2) n / (n - 1), floored at 0.
-// In float for half/bfloat16 images. window must be odd and >= 3.
+// The sums run in double after shifting each image channel by its mean (E[x^2] - E[x]^2 does not cancel:
+// a flat image gives variance 0 exactly); the results come back in float (double for double images).
+// window must be odd and >= 3.
 inline std::pair<at::Tensor, at::Tensor> local_mean_std(const at::Tensor& images, int64_t window, double eps) {
   constexpr const char* api = "simmim::local_mean_std";
   SIMMIM_CHECK(images.defined() && images.dim() == 4 && at::isFloatingType(images.scalar_type()), api, "images",
                "a floating-point [B, C, H, W] tensor", describe(images));
   SIMMIM_CHECK_VALUE(window >= 3 && window % 2 == 1, api, "window", "odd and >= 3", window);
   SIMMIM_CHECK_VALUE(std::isfinite(eps) && eps >= 0, api, "eps", "finite and >= 0", eps);
-  // Shifted by each image channel's mean first: the same statistics, without E[x^2] - E[x]^2 cancelling
-  // on values far from 0 (a flat image gives variance 0 exactly, not rounding residue).
-  const at::Tensor x0 = images.scalar_type() == at::kDouble ? images : images.to(at::kFloat);
+  const at::ScalarType out = images.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor x0 = images.to(at::kDouble);
   const at::Tensor shift = x0.mean(at::IntArrayRef({2, 3}), /*keepdim=*/true);
   const at::Tensor x = x0 - shift;
-  const int64_t pad = window / 2;
-  const auto pool = [&](const at::Tensor& t, bool count_pad) {
-    return at::avg_pool2d(t, {window, window}, {1, 1}, {pad, pad}, /*ceil_mode=*/false, count_pad);
-  };
-  const at::Tensor mean = pool(x, false);
-  const at::Tensor mean_sq = pool(x * x, false);
   // n: how many pixels of the window lie inside the image (the same for every channel).
-  const at::Tensor n = pool(at::ones_like(x.narrow(1, 0, 1)), true) * static_cast<double>(window * window);
+  const at::Tensor n = box_sums(at::ones_like(x.narrow(1, 0, 1).narrow(0, 0, 1)), window);
+  const at::Tensor mean = box_sums(x, window) / n;
+  const at::Tensor mean_sq = box_sums(x * x, window) / n;
   const at::Tensor var = ((mean_sq - mean * mean) * n / (n - 1)).clamp_min(0);
-  return {mean + shift, (var + eps).sqrt()};
+  return {(mean + shift).to(out), (var + eps).sqrt().to(out)};
 }
 
 // SwinV2's normalized pixels: (x - local mean) / local std.

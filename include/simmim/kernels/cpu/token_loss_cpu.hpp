@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -42,6 +43,36 @@ SIMMIM_CPU_ALWAYS_INLINE acc_t lane_dot(const acc_t* __restrict a, const acc_t* 
   return s;
 }
 
+// Sum and NaN-propagating max of a[0..n) in 8 lanes, then the lanes in order (fixed order; vectorizes
+// where a running float reduction cannot, as its additions may not be reordered).
+template <typename acc_t>
+SIMMIM_CPU_ALWAYS_INLINE acc_t lane_sum(const acc_t* __restrict a, int64_t n) {
+  constexpr int kL = 8;
+  acc_t lanes[kL] = {};
+  int64_t i = 0;
+  for (; i + kL <= n; i += kL) {
+    for (int k = 0; k < kL; ++k) lanes[k] += a[i + k];
+  }
+  for (int k = 0; i + k < n; ++k) lanes[k] += a[i + k];
+  acc_t s = 0;
+  for (int k = 0; k < kL; ++k) s += lanes[k];
+  return s;
+}
+template <typename acc_t>
+SIMMIM_CPU_ALWAYS_INLINE acc_t lane_max(const acc_t* __restrict a, int64_t n) {
+  constexpr int kL = 8;
+  acc_t lanes[kL];
+  for (int k = 0; k < kL; ++k) lanes[k] = a[0];
+  int64_t i = 0;
+  for (; i + kL <= n; i += kL) {
+    for (int k = 0; k < kL; ++k) lanes[k] = nan_max(lanes[k], a[i + k]);
+  }
+  for (int k = 0; i + k < n; ++k) lanes[k] = nan_max(lanes[k], a[i + k]);
+  acc_t m = lanes[0];
+  for (int k = 1; k < kL; ++k) m = nan_max(m, lanes[k]);
+  return m;
+}
+
 // One token of kCosine: returns l and, when g is set, writes w * scale * dl/dp (pred's dtype).
 template <bool kGrad, typename scalar_t, typename acc_t>
 SIMMIM_CPU_ALWAYS_INLINE acc_t cosine_token_cpu(const acc_t* __restrict p, const acc_t* __restrict t, int64_t D,
@@ -54,30 +85,54 @@ SIMMIM_CPU_ALWAYS_INLINE acc_t cosine_token_cpu(const acc_t* __restrict p, const
   return l;
 }
 
+// exp(x) for x <= 0 (the logits minus their max), in plain float arithmetic the compiler vectorizes at
+// the x86-64 baseline (std::exp stays one libm call per element: the pass would spend most of its time
+// there). Range reduction x = n ln2 + r with n rounded to nearest by adding 1.5 * 2^23, Cephes' degree-6
+// polynomial on r, and 2^n put into the exponent bits: within 2 ulp of std::exp; x below -87 (e^x under
+// float's normal range) gives about 1e-38 instead of a subnormal, and NaN stays NaN. Doubles use std::exp.
+SIMMIM_CPU_ALWAYS_INLINE float exp_nonpositive(float x) {
+  const float xc = select(x < -87.0f, -87.0f, x);
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const uint32_t scale_bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &scale_bits, sizeof(scale));
+  return select(x != x, x, p * scale);
+}
+SIMMIM_CPU_ALWAYS_INLINE double exp_nonpositive(double x) { return std::exp(x); }
+
 // One token of kCrossEntropy: G groups of K logits z, class ids y[g * y_stride]. Returns the sum over the
-// groups of lse - z_y (NaN for an id outside [0, K), counted in *bad) and writes w * scale * dl/dz.
+// groups of lse - z_y (NaN for an id outside [0, K), counted in *bad) and writes w * scale * dl/dz. z is
+// scratch: each logit is replaced by exp(z - max) (one exp per logit, shared by the sum and the gradient).
 template <bool kGrad, typename scalar_t, typename acc_t>
-SIMMIM_CPU_ALWAYS_INLINE acc_t cross_entropy_token_cpu(const acc_t* __restrict z, const int64_t* y, int64_t y_stride,
+SIMMIM_CPU_ALWAYS_INLINE acc_t cross_entropy_token_cpu(acc_t* __restrict z, const int64_t* y, int64_t y_stride,
                                                        int64_t G, int64_t K, acc_t ws, scalar_t* g, int64_t g_stride,
                                                        int64_t* bad) {
   acc_t total = 0;
   for (int64_t grp = 0; grp < G; ++grp) {
-    const acc_t* zg = z + grp * K;
-    acc_t m = zg[0];
-    for (int64_t k = 1; k < K; ++k) m = nan_max(m, zg[k]);
-    acc_t s = 0;
-    for (int64_t k = 0; k < K; ++k) s += std::exp(zg[k] - m);
-    const acc_t lse = log_sum_exp(m, s);
+    acc_t* zg = z + grp * K;
     const int64_t label = y[grp * y_stride];
     const bool valid = label >= 0 && label < K;
     *bad += valid ? 0 : 1;
-    total += valid ? lse - zg[label] : std::numeric_limits<acc_t>::quiet_NaN();
+    const acc_t z_label = valid ? zg[label] : std::numeric_limits<acc_t>::quiet_NaN();
+    const acc_t m = lane_max(zg, K);
+    for (int64_t k = 0; k < K; ++k) zg[k] = exp_nonpositive(zg[k] - m);
+    const acc_t s = lane_sum(zg, K);
+    total += log_sum_exp(m, s) - z_label;
     if constexpr (kGrad) {
+      // softmax * ws, minus ws at the label; element loops apart from the reductions, so they vectorize.
+      const acc_t ws_over_s = ws / s;
+      for (int64_t k = 0; k < K; ++k) zg[k] *= ws_over_s;
+      if (valid) zg[label] -= ws;
       scalar_t* gg = g + grp * K * g_stride;
-      for (int64_t k = 0; k < K; ++k) {
-        const acc_t onehot = k == label ? acc_t(1) : acc_t(0);
-        gg[k * g_stride] = narrow<scalar_t>(ws * (std::exp(zg[k] - lse) - onehot));
-      }
+      for (int64_t k = 0; k < K; ++k) gg[k * g_stride] = narrow<scalar_t>(zg[k]);
     }
   }
   return total;
