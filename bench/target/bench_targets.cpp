@@ -3,6 +3,7 @@
 //   local_norm/aten/<B>x<C>x<H>x<W>_k<k>_p<p> PixelTarget local norm (k x k windows) -> [B, L, p*p*C]
 //   color_bins/aten/<B>x<C>x<H>x<W>_K<K>_p<p> ColorBinsTarget::compute -> int64 ids [B, L, p*p*C]
 //   norm_pix/aten/...                        PixelTarget norm-pix (a patchify view; the loss normalizes)
+//   teacher/vit_tiny/<B>x3x224x224_top<k>    TeacherTarget: a ViT-Ti/16 teacher's forward, k layers averaged
 // Bytes processed: the float images read. Threads: every hardware thread, or SIMMIM_BENCH_THREADS.
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
@@ -18,6 +19,7 @@
 #include "simmim/target/color_bins_target.hpp"
 #include "simmim/target/hog_target.hpp"
 #include "simmim/target/pixel_target.hpp"
+#include "simmim/target/teacher_target.hpp"
 
 namespace {
 
@@ -57,6 +59,13 @@ const bool registered = [] {
       std::make_shared<simmim::ColorBinsTarget>(simmim::ColorBinsTargetOptions().bins(8)), vit, 16);
   add("norm_pix/aten/" + dims(vit) + "_p16",
       std::make_shared<simmim::PixelTarget>(simmim::PixelTargetOptions::norm_pix()), vit, 16);
+  // A ViT-Ti/16 teacher (a forward without grad dominates; data2vec averages its top layers).
+  for (const int64_t k : {1, 8}) {
+    simmim::VisionTransformer teacher(simmim::VisionTransformerOptions::tiny(simmim::Size2d(224), 16));
+    const auto options = k == 1 ? simmim::TeacherTargetOptions::mask_distill() : simmim::TeacherTargetOptions::data2vec(k);
+    add("teacher/vit_tiny/8x3x224x224_top" + std::to_string(k), std::make_shared<simmim::TeacherTarget>(teacher, options),
+        {8, 3, 224, 224}, 16);
+  }
   return true;
 }();
 

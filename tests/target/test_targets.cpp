@@ -216,3 +216,101 @@ TEST_CASE("SimMIM and MAE take any target: the head's width follows it, the loss
                         ContainsSubstring("simmim::MAE: norm_pix_loss must be false when a target is set"));
   }
 }
+
+namespace {
+
+// The smallest EncoderAdapter: a strided convolution (one "layer": the default layer_features()).
+class PatchConvImpl : public torch::nn::Cloneable<PatchConvImpl>, public simmim::EncoderAdapter {
+ public:
+  PatchConvImpl() { reset(); }
+  void reset() override { conv = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 6, 8).stride(8))); }
+  at::Tensor forward_features(const at::Tensor& images, const at::Tensor&) override { return conv(images); }
+  int64_t in_channels() const override { return 3; }
+  int64_t patch_size() const override { return 8; }
+  int64_t stride() const override { return 8; }
+  int64_t out_channels() const override { return 6; }
+  torch::nn::Conv2d conv{nullptr};
+};
+TORCH_MODULE(PatchConv);
+
+}  // namespace
+
+TEST_CASE("ViT layer_features: every block's patch tokens; the last, normed, is forward()'s", "[target][teacher]") {
+  torch::manual_seed(11);
+  simmim::VisionTransformer vit(simmim_test::tiny_vit({32, 48}, 16));
+  const torch::Tensor images = torch::rand({2, 3, 32, 48});
+  const auto layers = vit->layer_features(images);
+  REQUIRE(layers.size() == 2);  // tiny_vit's depth
+  for (const auto& map : layers) CHECK(map.sizes() == torch::IntArrayRef({2, 32, 2, 3}));
+  const torch::Tensor last_tokens = layers.back().flatten(2).transpose(1, 2);
+  const torch::Tensor expected = vit->forward(images).narrow(1, vit->num_prefix_tokens(), 6);
+  CHECK(torch::allclose(vit->norm(last_tokens), expected, 1e-5, 1e-6));
+  CHECK_FALSE(torch::allclose(layers[0], layers[1]));
+}
+
+TEST_CASE("teacher target: the chosen layers, normalized, averaged; the teacher frozen", "[target][teacher]") {
+  torch::manual_seed(12);
+  simmim::VisionTransformer teacher(simmim_test::tiny_vit({32, 48}, 16));
+  const torch::Tensor images = torch::rand({2, 3, 32, 48});
+  std::vector<torch::Tensor> tokens;
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& map : teacher->layer_features(images)) tokens.push_back(map.flatten(2).transpose(1, 2));
+  }
+  SECTION("the last layer, layer-normalized per token (MaskDistill)") {
+    const simmim::TeacherTarget target(teacher, simmim::TeacherTargetOptions::mask_distill());
+    for (const auto& p : teacher->parameters()) CHECK_FALSE(p.requires_grad());
+    CHECK_FALSE(teacher->is_training());
+    const torch::Tensor t = target.compute(images, 16);
+    CHECK_FALSE(t.requires_grad());
+    const torch::Tensor mean = tokens[1].mean(-1, true), var = tokens[1].var(-1, false, true);
+    CHECK(torch::allclose(t, (tokens[1] - mean) / (var + 1e-6).sqrt(), 1e-4, 1e-5));
+    CHECK(target.prediction_dim(16, 3) == 32);
+    CHECK(target.loss_options().kind() == LossKind::kCosine);
+  }
+  SECTION("the top 2 layers, each standardized per feature over the tokens (data2vec)") {
+    const simmim::TeacherTarget target(teacher, simmim::TeacherTargetOptions::data2vec(2));
+    const auto standardize = [](const torch::Tensor& x) {
+      return (x - x.mean(1, true)) / (x.var(1, false, true) + 1e-6).sqrt();
+    };
+    CHECK(torch::allclose(target.compute(images, 16), (standardize(tokens[0]) + standardize(tokens[1])) / 2, 1e-4,
+                          1e-5));
+    CHECK(target.loss_options().kind() == LossKind::kSmoothL1);
+  }
+  SECTION("one chosen layer, no normalization; errors") {
+    const simmim::TeacherTarget first(teacher, simmim::TeacherTargetOptions().layer(0).norm(simmim::TeacherNorm::kNone));
+    CHECK(torch::allclose(first.compute(images, 16), tokens[0]));
+    REQUIRE_THROWS_WITH(simmim::TeacherTarget(teacher, simmim::TeacherTargetOptions().top_k(3)).compute(images, 16),
+                        ContainsSubstring("simmim::TeacherTarget::compute: options.top_k must be at most the "
+                                          "teacher's 2 layers; got 3"));
+    REQUIRE_THROWS_WITH(first.compute(torch::rand({2, 3, 32, 48}), 8),
+                        ContainsSubstring("patch must be the teacher's stride 16 (one teacher feature per student "
+                                          "patch); got 8"));
+    REQUIRE_THROWS_WITH(simmim::TeacherTarget(teacher, simmim::TeacherTargetOptions().loss(LossKind::kCrossEntropy)),
+                        ContainsSubstring("options.loss must be LossKind::kSmoothL1, kL2, kL1 or kCosine"));
+  }
+  SECTION("any EncoderAdapter: its forward_features() is the one layer") {
+    PatchConv conv;
+    const simmim::TeacherTarget target(conv, simmim::TeacherTargetOptions().norm(simmim::TeacherNorm::kNone));
+    torch::NoGradGuard no_grad;
+    CHECK(torch::allclose(target.compute(images, 8), conv->conv(images).flatten(2).transpose(1, 2)));
+  }
+}
+
+TEST_CASE("a SimMIM student distils a frozen teacher: only the student learns", "[target][teacher][model]") {
+  torch::manual_seed(13);
+  simmim::VisionTransformer teacher(simmim_test::tiny_vit({32, 48}, 16));
+  const auto kind = GENERATE(LossKind::kCosine, LossKind::kSmoothL1, LossKind::kL2);
+  auto target = std::make_shared<simmim::TeacherTarget>(teacher, simmim::TeacherTargetOptions().loss(kind));
+  simmim::SimMIM student(simmim::SimMIMOptions(simmim_test::tiny_vit({32, 48}, 16)).target(target));
+  const torch::Tensor images = torch::rand({2, 3, 32, 48});
+  const torch::Tensor mask = torch::rand({2, 2, 3}) < 0.5;
+  const auto out = student(images, mask);
+  CHECK(student->linear_head->conv->weight.size(0) == 32);
+  const torch::Tensor pred = student->linear_head(student->adapter().forward_features(images, mask)).flatten(2).transpose(1, 2);
+  CHECK(torch::allclose(out.loss, target->loss(pred, target->compute(images, 16), mask)));
+  out.loss.backward();
+  CHECK(student->linear_head->conv->weight.grad().abs().sum().item<double>() > 0);
+  for (const auto& p : teacher->parameters()) CHECK_FALSE(p.grad().defined());
+  CHECK_FALSE(out.reconstruction.defined());
+}
