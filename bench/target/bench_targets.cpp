@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "simmim/core/random.hpp"
+#include "simmim/encoder/vision_transformer.hpp"
 #include "simmim/target/color_bins_target.hpp"
 #include "simmim/target/hog_target.hpp"
 #include "simmim/target/pixel_target.hpp"
