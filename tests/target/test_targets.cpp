@@ -266,7 +266,7 @@ TEST_CASE("teacher target: the chosen layers, normalized, averaged; the teacher 
     const torch::Tensor mean = tokens[1].mean(-1, true), var = tokens[1].var(-1, false, true);
     CHECK(torch::allclose(t, (tokens[1] - mean) / (var + 1e-6).sqrt(), 1e-4, 1e-5));
     CHECK(target.prediction_dim(16, 3) == 32);
-    CHECK(target.loss_options().kind() == LossKind::kCosine);
+    CHECK(target.loss_options().kind() == LossKind::kSmoothL1);
   }
   SECTION("the top 2 layers, each standardized per feature over the tokens (data2vec)") {
     const simmim::TeacherTarget target(teacher, simmim::TeacherTargetOptions::data2vec(2));

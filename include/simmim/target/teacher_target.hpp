@@ -60,10 +60,10 @@ struct TeacherTargetOptions {
   static TeacherTargetOptions data2vec(int64_t top_k = 8) {
     return TeacherTargetOptions().top_k(top_k).norm(TeacherNorm::kInstanceNorm).loss(LossKind::kSmoothL1);
   }
-  // MaskDistill: the last layer, layer-normalized per token, cosine (its paper's best uses smooth-L1 on
-  // CLIP features; cosine is BEiT v2's choice).
+  // MaskDistill: the last layer, layer-normalized per token, smooth-L1. (A cosine loss on the features,
+  // as BEiT v2 distils, is .loss(LossKind::kCosine).)
   static TeacherTargetOptions mask_distill() {
-    return TeacherTargetOptions().norm(TeacherNorm::kLayerNorm).loss(LossKind::kCosine);
+    return TeacherTargetOptions().norm(TeacherNorm::kLayerNorm).loss(LossKind::kSmoothL1);
   }
 };
 
