@@ -4,6 +4,8 @@
 //   simmim_l1/fused_reuse_grad/...                              the same with MaskedLossOptions::reuse_grad_memory
 //   mae_l2_normpix/<fused|reference>/<B>x<L>x<D>_<dtype>       MAE's norm-pix loss on tokens, mask [B, L]
 //   copy/aten/<B>x<C>x<H>x<W>_<dtype>                          dst.copy_(src)
+//   cosine/<fused|reference>/<B>x<L>x<D>_<dtype>               kCosine on tokens (teacher features), mask [B, L]
+//   cross_entropy/<fused|reference>/<B>x<L>x<D>_g<G>_<dtype>   kCrossEntropy, G ids of D / G classes per token
 // Bytes processed: pred + target read and the gradient written (3 tensors) for the losses, src read and
 // dst written (2 tensors) for the copy. Wall time: ATen's worker threads do the work. Threads: every
 // hardware thread (ATen's default counts physical cores as its cpuinfo sees them, 1 on some VMs), or
@@ -17,6 +19,7 @@
 #include <cstdlib>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "bench_names.hpp"
@@ -54,6 +57,27 @@ void loss_step(benchmark::State& state, std::vector<int64_t> shape, std::vector<
   }
   state.counters["faults"] = benchmark::Counter(minor_faults() - faults0, benchmark::Counter::kAvgIterations);
   state.SetBytesProcessed(state.iterations() * 3 * pred.numel() * static_cast<int64_t>(pred.element_size()));
+  state.counters["threads"] = at::get_num_threads();
+}
+
+// The same for a token kind: kCosine against a float target of pred's shape, kCrossEntropy against G
+// class ids per token (groups > 0).
+void token_loss_step(benchmark::State& state, std::vector<int64_t> shape, int64_t groups, torch::ScalarType dtype,
+                     MaskedLossOptions options) {
+  auto gen = simmim::make_generator(0);
+  const torch::Tensor pred = torch::randn(shape, gen).to(dtype).requires_grad_(true);
+  const torch::Tensor target = groups > 0
+                                   ? torch::randint(0, shape[2] / groups, {shape[0], shape[1], groups}, gen, torch::kLong)
+                                   : torch::randn(shape, gen).to(dtype);
+  const torch::Tensor mask = torch::rand({shape[0], shape[1]}, gen) < 0.6;
+  for (auto _ : state) {
+    pred.mutable_grad().reset();
+    simmim::masked_reconstruction_loss(pred, target, mask, options).backward();
+    benchmark::DoNotOptimize(pred.grad().data_ptr());
+  }
+  // pred read, its gradient written, and the target (values, or ids) read.
+  const int64_t target_bytes = target.numel() * static_cast<int64_t>(target.element_size());
+  state.SetBytesProcessed(state.iterations() * (2 * pred.numel() * static_cast<int64_t>(pred.element_size()) + target_bytes));
   state.counters["threads"] = at::get_num_threads();
 }
 
@@ -110,6 +134,29 @@ const bool registered = [] {
                                    MaskedLossOptions::mae(true).backend(backend))
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond);
+    }
+  }
+  // Token kinds: teacher features of a ViT-B (196 tokens of 768) under the cosine; BEiT's 8192 visual
+  // tokens (G = 1) and SimMIM's 8 color bins of a 16 x 16 x 3 patch (G = 768, D = 6144) under the
+  // cross-entropy, on 8 images.
+  for (const auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    for (const auto backend : {Backend::kFusedCPU, Backend::kReference}) {
+      const std::string backend_name = backend == Backend::kFusedCPU ? "fused/" : "reference/";
+      const std::vector<int64_t> features{B, 196, 768};
+      benchmark::RegisterBenchmark(("cosine/" + backend_name + dims(features) + "_" + dtype_name(dtype)).c_str(),
+                                   token_loss_step, features, int64_t{0}, dtype,
+                                   MaskedLossOptions().kind(simmim::LossKind::kCosine).eps(0).backend(backend))
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+      for (const auto& [logits, groups] : {std::pair<std::vector<int64_t>, int64_t>{{8, 196, 8192}, 1},
+                                           std::pair<std::vector<int64_t>, int64_t>{{8, 196, 6144}, 768}}) {
+        const std::string name = "cross_entropy/" + backend_name + dims(logits) + "_g" + std::to_string(groups) + "_" +
+                                 dtype_name(dtype);
+        benchmark::RegisterBenchmark(name.c_str(), token_loss_step, logits, groups, dtype,
+                                     MaskedLossOptions().kind(simmim::LossKind::kCrossEntropy).eps(0).backend(backend))
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
+      }
     }
   }
   return true;

@@ -74,6 +74,28 @@ TEST_CASE("kAuto picks fused CUDA for CUDA tensors", "[cuda][sanitize]") {
   LOSS_CHECK_CLOSE(pred.grad(), ref.grad_pred, loss_test::same_dtype_tolerance(torch::kFloat));
 }
 
+TEST_CASE("token kinds on CUDA tensors: kAuto runs the reference (no CUDA pass), equal to the CPU's fused pass",
+          "[cuda]") {
+  SIMMIM_REQUIRE_GPU();
+  const auto kind = GENERATE(LossKind::kCosine, LossKind::kCrossEntropy);
+  auto gen = simmim::make_generator(21);
+  const torch::Tensor pred = torch::randn({3, 49, 24}, gen);
+  const torch::Tensor target = kind == LossKind::kCosine ? torch::randn({3, 49, 24}, gen)
+                                                         : torch::randint(0, 8, {3, 49, 3}, gen, torch::kLong);
+  const torch::Tensor mask = torch::rand({3, 49}, gen) < 0.6;
+  const auto options = MaskedLossOptions().kind(kind).eps(0);
+  const auto cpu = loss_test::run_loss(pred, target, mask, MaskedLossOptions(options).backend(Backend::kFusedCPU));
+  const torch::Tensor p = pred.to(torch::kCUDA).requires_grad_(true);
+  const torch::Tensor loss = simmim::masked_reconstruction_loss(p, target.to(torch::kCUDA), mask.to(torch::kCUDA), options);
+  CHECK_THAT(loss.grad_fn()->name(), !ContainsSubstring("FusedMaskedLoss"));
+  loss.backward();
+  LOSS_CHECK_CLOSE(loss.detach().cpu(), cpu.loss, loss_test::same_dtype_tolerance(torch::kFloat));
+  LOSS_CHECK_CLOSE(p.grad().cpu(), cpu.grad_pred, loss_test::same_dtype_tolerance(torch::kFloat));
+  REQUIRE_THROWS_WITH(simmim::masked_reconstruction_loss(p, target.to(torch::kCUDA), mask.to(torch::kCUDA),
+                                                         MaskedLossOptions(options).backend(Backend::kFusedCUDA)),
+                      ContainsSubstring("simmim::cuda has no pass of the token kinds"));
+}
+
 TEST_CASE("fused CUDA, small cases of every dtype, kind, layout and norm-pix", "[cuda][sanitize]") {
   SIMMIM_REQUIRE_GPU();
   const auto dtype = GENERATE(torch::kFloat, torch::kDouble, torch::kHalf, torch::kBFloat16);

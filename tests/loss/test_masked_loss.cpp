@@ -518,7 +518,8 @@ TEST_CASE("bad input: each a clear error", "[loss]") {
                         MaskedLossOptions().norm_pix(true)),
                       ContainsSubstring("must be at least 2 values (the variance is unbiased); got 1"));
   REQUIRE_THROWS_WITH(f(x, x, m, MaskedLossOptions::simmim(4).kind(static_cast<LossKind>(7))),
-                      ContainsSubstring("options.kind must be LossKind::kL1, kL2 or kSmoothL1; got LossKind(7)"));
+                      ContainsSubstring("options.kind must be LossKind::kL1, kL2, kSmoothL1, kCosine or kCrossEntropy; got "
+                                        "LossKind(7)"));
   REQUIRE_THROWS_WITH(f(x, x, m, MaskedLossOptions::simmim(4).reduction(static_cast<LossReduction>(5))),
                       ContainsSubstring("options.reduction must be LossReduction::kMean or kPerSample; got "
                                         "LossReduction(5)"));

@@ -48,10 +48,13 @@ struct MAEDecoderOptions {
   TORCH_ARG(WeightInit, weight_init) = WeightInit::kMAE;
   // Attention kernel.
   TORCH_ARG(AttentionBackend, attention) = AttentionBackend::kAuto;
+  // Width of each output token: 0 (the default) for the patch's p*p*in_chans pixels, or a Target's
+  // prediction_dim() (HOG histograms, color-bin logits, ...).
+  TORCH_ARG(int64_t, pred_dim) = 0;
 };
 
 // Parameters "embed" (Linear encoder_dim -> embed_dim), "mask_token" [1, 1, embed_dim], "blocks",
-// "norm", "pred" (Linear embed_dim -> p*p*C); buffer "pos_embed" [1, (1+)L, embed_dim] (fixed sin-cos).
+// "norm", "pred" (Linear embed_dim -> p*p*C, or pred_dim); buffer "pos_embed" [1, (1+)L, embed_dim] (fixed sin-cos).
 class MAEDecoderImpl : public torch::nn::Cloneable<MAEDecoderImpl> {
  public:
   explicit MAEDecoderImpl(MAEDecoderOptions options_ = {}) : options(std::move(options_)) { reset(); }
@@ -76,7 +79,9 @@ class MAEDecoderImpl : public torch::nn::Cloneable<MAEDecoderImpl> {
     }
     norm =
         register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.embed_dim()}).eps(o.norm_eps())));
-    pred = register_module("pred", torch::nn::Linear(o.embed_dim(), o.patch_size() * o.patch_size() * o.in_chans()));
+    SIMMIM_CHECK_VALUE(o.pred_dim() >= 0, api, "pred_dim", ">= 0 (0: p*p*in_chans)", o.pred_dim());
+    const int64_t out = o.pred_dim() > 0 ? o.pred_dim() : o.patch_size() * o.patch_size() * o.in_chans();
+    pred = register_module("pred", torch::nn::Linear(o.embed_dim(), out));
     init_transformer_weights(*this, o.weight_init());
     torch::NoGradGuard no_grad;
     if (o.weight_init() == WeightInit::kMAE) {

@@ -2,7 +2,7 @@
 // Small macros that turn a runtime value into a compile-time constant for a kernel specialization (the
 // way AT_DISPATCH_* does for dtypes). Each default branch names the value that was not handled.
 //
-//   SIMMIM_DISPATCH_LOSS_KIND(kind, kKind, api, [&] { kernel<scalar_t, kKind>(params); });
+//   SIMMIM_DISPATCH_LOSS_KIND(kind, kKind, api, [&] { kernel<scalar_t, kKind>(params); });  (element kinds)
 //   SIMMIM_DISPATCH_BOOL(norm_pix, kNorm, [&] { kernel<kNorm>(params); });
 
 #include <c10/util/Exception.h>
@@ -33,7 +33,9 @@
       SIMMIM_DISPATCH_LOSS_KIND_CASE(::simmim::LossKind::kL1, NAME, __VA_ARGS__)                           \
       SIMMIM_DISPATCH_LOSS_KIND_CASE(::simmim::LossKind::kL2, NAME, __VA_ARGS__)                           \
       SIMMIM_DISPATCH_LOSS_KIND_CASE(::simmim::LossKind::kSmoothL1, NAME, __VA_ARGS__)                     \
+      default: /* the token kinds have their own pass */                                                  \
+        break;                                                                                             \
     }                                                                                                      \
-    TORCH_CHECK_VALUE(false, API, ": options.kind must be LossKind::kL1, kL2 or kSmoothL1; got LossKind(", \
-                      static_cast<int>(simmim_dispatch_kind_), ")");                                       \
+    TORCH_CHECK_VALUE(false, API, ": options.kind must be an element kind (LossKind::kL1, kL2 or "        \
+                      "kSmoothL1) here; got LossKind(", static_cast<int>(simmim_dispatch_kind_), ")");      \
   }()

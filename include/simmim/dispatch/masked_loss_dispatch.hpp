@@ -12,22 +12,31 @@
 SIMMIM_NAMESPACE_BEGIN
 namespace dispatch {
 
-// kAuto: fused CPU for CPU tensors, fused CUDA for CUDA tensors when simmim::cuda is loaded, the reference otherwise,
-// and the reference whenever a norm-pix target requires grad (the fused pass does not differentiate the
-// per-patch normalization). A forced backend must be able to run, else a clear error.
+// kAuto: fused CPU for CPU tensors, fused CUDA for CUDA tensors when simmim::cuda is loaded, the reference
+// otherwise. Also the reference where a target requires grad that the fused pass cannot give: through
+// norm-pix's per-patch normalization, or kCosine's (its gradient in the target is not minus pred's), and
+// for the token kinds on CUDA tensors (no CUDA pass of them; docs/losses.md). A forced backend must be
+// able to run, else a clear error.
 inline Backend resolve_masked_loss_backend(const MaskedLossProblem& pb, Backend requested, const char* api) {
-  const bool grad_through_norm = pb.options.norm_pix() && pb.target.requires_grad() && at::GradMode::is_enabled();
+  const LossKind kind = pb.options.kind();
+  const bool target_grad_unfused = (pb.options.norm_pix() || kind == LossKind::kCosine) &&
+                                   pb.target.requires_grad() && at::GradMode::is_enabled();
   if (requested == Backend::kAuto) {
-    if (grad_through_norm) return Backend::kReference;
+    if (target_grad_unfused) return Backend::kReference;
     if (pb.pred.device().is_cpu()) return Backend::kFusedCPU;
-    if (pb.pred.device().is_cuda() && fused_cuda_available()) return Backend::kFusedCUDA;
+    if (pb.pred.device().is_cuda() && fused_cuda_available() && !is_token_kind(kind)) return Backend::kFusedCUDA;
     return Backend::kReference;
   }
   check_backend_available(requested, pb.pred, api);
-  SIMMIM_CHECK(requested == Backend::kReference || !grad_through_norm, api, "target",
-               std::string("free of grad with norm_pix on ") + to_string(requested) +
-                   " (the fused pass does not differentiate the per-patch normalization; Backend::kAuto and "
-                   "Backend::kReference do)",
+  SIMMIM_CHECK(requested != Backend::kFusedCUDA || !is_token_kind(kind), api, "options.kind",
+               "an element kind (LossKind::kL1, kL2 or kSmoothL1) on Backend::kFusedCUDA: simmim::cuda has no pass "
+               "of the token kinds; Backend::kAuto runs them on the reference on CUDA tensors",
+               std::string("LossKind::k") + to_string(kind));
+  SIMMIM_CHECK(requested == Backend::kReference || !target_grad_unfused, api, "target",
+               std::string("free of grad with ") + (pb.options.norm_pix() ? "norm_pix" : "LossKind::kCosine") +
+                   " on " + to_string(requested) + " (the fused pass gives the target no gradient through " +
+                   (pb.options.norm_pix() ? "the per-patch normalization" : "the cosine") +
+                   "; Backend::kAuto and Backend::kReference do)",
                describe(pb.target) + " that requires grad");
   return requested;
 }
@@ -44,7 +53,10 @@ inline at::Tensor masked_loss(const at::Tensor& pred, const at::Tensor& target, 
   }
   const MaskedLossProblem pb = make_masked_loss_problem(pred, target, mask, options, api);
   const Backend chosen = resolve_masked_loss_backend(pb, options.backend(), api);
-  if (chosen != Backend::kFusedCPU) check_mask_weights(pb.mask, api);  // the fused CPU pass checks as it sums
+  if (chosen != Backend::kFusedCPU) {  // the fused CPU pass checks as it reads
+    check_mask_weights(pb.mask, api);
+    check_class_ids(pb, api);
+  }
   if (chosen == Backend::kReference) return masked_loss_reference(pb, api);
   const bool want_grad = at::GradMode::is_enabled() && (pred.requires_grad() || target.requires_grad());
   return FusedMaskedLoss::apply(pred, target, mask, &pb, chosen, want_grad, api);

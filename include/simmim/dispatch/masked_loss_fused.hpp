@@ -18,6 +18,7 @@
 #include "simmim/dispatch/dispatch_macros.hpp"
 #include "simmim/dispatch/masked_loss_problem.hpp"
 #include "simmim/kernels/cpu/masked_loss_cpu.hpp"
+#include "simmim/kernels/cpu/token_loss_cpu.hpp"
 #include "simmim/kernels/masked_loss_params.hpp"
 
 SIMMIM_NAMESPACE_BEGIN
@@ -49,6 +50,7 @@ inline MaskedLossParams masked_loss_params(const MaskedLossProblem& pb, const at
   P.norm_pix = pb.options.norm_pix();
   P.norm_eps = pb.options.norm_eps();
   P.beta = pb.options.beta();
+  P.classes = pb.classes;
   P.reduction = pb.options.reduction();
   P.eps = pb.options.eps();
   P.unit_elems = pb.unit_elems;
@@ -85,6 +87,57 @@ inline at::Tensor new_cpu_grad(const at::Tensor& pred, at::MemoryFormat format, 
 // kernels/cpu/masked_loss_cpu.hpp): a copy compiled under -mavx2 never stands in for a baseline one.
 inline namespace SIMMIM_CPU_ISA_NAMESPACE {
 
+// The per-sample sums of the mask weights (acc_t [B, h, w] at patch resolution), double [B], with the
+// value check of the weights made in the same pass.
+inline at::Tensor weight_sums_cpu(const MaskedLossProblem& pb, const at::Tensor& weights, const char* api) {
+  const int64_t B = weights.size(0);
+  at::Tensor weight_sums = at::empty({B}, weights.options().dtype(at::kDouble));
+  std::vector<int64_t> bad_weights(static_cast<size_t>(B), 0);
+  AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), "simmim::masked_weight_sums_cpu", [&] {
+    kernels::cpu::masked_weight_sums_cpu<scalar_t>(weights.data_ptr<scalar_t>(), weights.strides().data(), B,
+                                                   weights.size(1), weights.size(2), weight_sums.data_ptr<double>(),
+                                                   bad_weights.data());
+  });
+  for (int64_t b = 0; b < B; ++b) {
+    SIMMIM_CHECK(bad_weights[static_cast<size_t>(b)] == 0, api, "mask", "non-negative weights (0 = visible)",
+                 bad_weights[static_cast<size_t>(b)], " negative or NaN weight(s) in sample ", b, " of ",
+                 describe(pb.mask));
+  }
+  return weight_sums;
+}
+
+// The fused CPU forward of a token kind (kCosine, kCrossEntropy; patchified layout). The token pass reads
+// any strides, so nothing is copied but integer class ids that are not int64 and the mask (at token
+// resolution, in the accumulation type).
+inline FusedLossForward token_loss_fused_cpu(const MaskedLossProblem& pb, bool want_grad, const char* api) {
+  const at::Tensor& pred = pb.pred4;  // [B, D, L, 1]
+  const at::Tensor target = pb.options.kind() == LossKind::kCrossEntropy ? pb.target4.to(at::kLong) : pb.target4;
+  at::Tensor grad, grad4;
+  if (want_grad) {
+    grad = at::empty(pb.pred.sizes(), pb.pred.options());  // [B, L, D], contiguous
+    grad4 = pb.to_view(grad);
+  }
+  const at::Tensor weights = pb.mask3.to(at::toOpMathType(pred.scalar_type()));
+  const at::Tensor den = pb.denominator(weight_sums_cpu(pb, weights, api));
+  const at::Tensor grad_scale = pb.grad_scale(den);
+  at::Tensor loss_sums = at::empty({pred.size(0)}, pred.options().dtype(at::kDouble));
+  MaskedLossParams P = masked_loss_params(pb, pred, target, grad4, weights);
+  P.grad_scale = grad_scale.data_ptr<double>();
+  P.loss_sum = loss_sums.data_ptr<double>();
+  int64_t bad_ids = 0;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(), "simmim::token_loss_fused_cpu", [&] {
+    if (P.kind == LossKind::kCosine) {
+      bad_ids = kernels::cpu::token_loss_cpu<scalar_t, LossKind::kCosine>(P);
+    } else {
+      TORCH_INTERNAL_ASSERT(P.kind == LossKind::kCrossEntropy, api, ": token_loss_fused_cpu got ", P.kind);
+      bad_ids = kernels::cpu::token_loss_cpu<scalar_t, LossKind::kCrossEntropy>(P);
+    }
+  });
+  SIMMIM_CHECK(bad_ids == 0, api, "target", "class ids in [0, K) with K = " + std::to_string(pb.classes), bad_ids,
+               " id(s) outside it in ", describe(pb.target));
+  return {pb.finish(loss_sums, den), grad};
+}
+
 // The fused CPU forward. Inputs whose rows are neither planar (NCHW-like) nor interleaved (channels-last,
 // contiguous tokens) are copied once; the mask is only converted at patch resolution.
 inline FusedLossForward masked_loss_fused_cpu(const MaskedLossProblem& pb, bool want_grad, const char* api) {
@@ -112,20 +165,8 @@ inline FusedLossForward masked_loss_fused_cpu(const MaskedLossProblem& pb, bool 
     TORCH_INTERNAL_ASSERT(layout_of(grad) == layout);
   }
   const at::Tensor weights = pb.mask3.to(at::toOpMathType(pred.scalar_type()));
+  const at::Tensor den = pb.denominator(weight_sums_cpu(pb, weights, api) * static_cast<double>(pb.units_per_cell));
   const auto f64 = pred.options().dtype(at::kDouble);
-  at::Tensor weight_sums = at::empty({B}, f64);
-  std::vector<int64_t> bad_weights(static_cast<size_t>(B), 0);
-  AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), "simmim::masked_weight_sums_cpu", [&] {
-    kernels::cpu::masked_weight_sums_cpu<scalar_t>(weights.data_ptr<scalar_t>(), weights.strides().data(), B,
-                                                   weights.size(1), weights.size(2), weight_sums.data_ptr<double>(),
-                                                   bad_weights.data());
-  });
-  for (int64_t b = 0; b < B; ++b) {
-    SIMMIM_CHECK(bad_weights[static_cast<size_t>(b)] == 0, api, "mask", "non-negative weights (0 = visible)",
-                 bad_weights[static_cast<size_t>(b)], " negative or NaN weight(s) in sample ", b, " of ",
-                 describe(pb.mask));
-  }
-  const at::Tensor den = pb.denominator(weight_sums * static_cast<double>(pb.units_per_cell));
   const at::Tensor grad_scale = pb.grad_scale(den);
   at::Tensor loss_sums = at::empty({B}, f64);
 
@@ -145,7 +186,10 @@ inline FusedLossForward masked_loss_fused_cpu(const MaskedLossProblem& pb, bool 
 // The fused forward of `backend` (kFusedCPU or kFusedCUDA, already checked available).
 inline FusedLossForward masked_loss_fused_forward(const MaskedLossProblem& pb, Backend backend, bool want_grad,
                                                   const char* api) {
-  if (backend == Backend::kFusedCPU) return masked_loss_fused_cpu(pb, want_grad, api);
+  if (backend == Backend::kFusedCPU) {
+    return is_token_kind(pb.options.kind()) ? token_loss_fused_cpu(pb, want_grad, api)
+                                            : masked_loss_fused_cpu(pb, want_grad, api);
+  }
   const CudaEntryPoints* cuda = cuda_entry_points();
   TORCH_INTERNAL_ASSERT(backend == Backend::kFusedCUDA && cuda != nullptr, api, ": no fused masked loss for ",
                         backend, " in this process");

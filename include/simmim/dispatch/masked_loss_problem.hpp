@@ -31,8 +31,10 @@ struct MaskedLossProblem {
   at::Tensor pred, target, mask;     // as the caller passed them
   at::Tensor pred4, target4, mask3;  // image view: [B, C, H, W] and [B, H / patch, W / patch]
   int64_t patch = 1;                 // of the view: patch_size for images, 1 for patchified
-  int64_t unit_elems = 1;            // elements per mask unit (pixel or token): C for images, D for patchified
+  int64_t unit_elems = 1;            // elements per mask unit (pixel or token): C for images, D for patchified;
+                                     // 1 for kCosine, G (ids per token) for kCrossEntropy
   int64_t units_per_cell = 1;        // mask units one mask cell covers: p*p for images, 1 for patchified
+  int64_t classes = 0;               // kCrossEntropy: K, the logits per class id (D / G)
 
   int64_t batch() const { return pred.size(0); }
 
@@ -90,6 +92,15 @@ inline void check_mask_weights(const at::Tensor& mask, const char* api) {
                describe(mask));
 }
 
+// The value check of kCrossEntropy's class ids: each in [0, K). Reads the ids, so it runs where that is
+// free (CPU tensors) and elsewhere only under value_checks(); the fused CPU pass counts them as it reads.
+inline void check_class_ids(const MaskedLossProblem& pb, const char* api) {
+  if (pb.options.kind() != LossKind::kCrossEntropy || !check_values_of(pb.target)) return;
+  const int64_t bad = (pb.target.lt(0) | pb.target.ge(pb.classes)).sum().item<int64_t>();
+  SIMMIM_CHECK(bad == 0, api, "target", "class ids in [0, K) with K = " + std::to_string(pb.classes), bad,
+               " id(s) outside it in ", describe(pb.target));
+}
+
 // Validates the arguments (each failure names `api`, the argument, what was expected and what arrived)
 // and builds the problem.
 inline MaskedLossProblem make_masked_loss_problem(const at::Tensor& pred, const at::Tensor& target,
@@ -100,12 +111,39 @@ inline MaskedLossProblem make_masked_loss_problem(const at::Tensor& pred, const 
   SIMMIM_CHECK(is_supported_loss_dtype(pred.scalar_type()), api, "pred", "a float, double, half or bfloat16 tensor",
                describe(pred));
   SIMMIM_CHECK(pred.numel() > 0, api, "pred", "non-empty", describe(pred));
-  SIMMIM_CHECK(target.defined() && target.sizes() == pred.sizes(), api, "target",
-               "a tensor of pred's shape " + shape_str(pred), describe(target));
-  SIMMIM_CHECK(target.scalar_type() == pred.scalar_type(), api, "target",
-               std::string("a float, double, half or bfloat16 tensor (pred is ") + c10::toString(pred.scalar_type()) +
-                   ")",
-               describe(target));
+  SIMMIM_CHECK_VALUE(is_valid(options.kind()), api, "options.kind",
+                     "LossKind::kL1, kL2, kSmoothL1, kCosine or kCrossEntropy",
+                     "LossKind(" + std::to_string(static_cast<int>(options.kind())) + ")");
+  const bool token_kind = is_token_kind(options.kind());
+  const bool cross_entropy = options.kind() == LossKind::kCrossEntropy;
+  if (token_kind) {
+    SIMMIM_CHECK(pred.dim() == 3, api, "pred",
+                 std::string("a 3-D tensor [B, L, D] (patchified) for LossKind::k") + to_string(options.kind()) +
+                     ", which scores whole tokens",
+                 describe(pred));
+    SIMMIM_CHECK_VALUE(!options.norm_pix(), api, "options.norm_pix",
+                       std::string("false for LossKind::k") + to_string(options.kind()) +
+                           " (norm-pix standardizes pixel targets; a Target normalizes its own)",
+                       "true");
+  }
+  if (cross_entropy) {
+    // Logits [B, L, G*K] against G class ids per token.
+    SIMMIM_CHECK(target.defined() && at::isIntegralType(target.scalar_type(), /*includeBool=*/false) &&
+                     target.dim() == 3 && target.size(0) == pred.size(0) && target.size(1) == pred.size(1) &&
+                     target.size(2) >= 1 && pred.size(2) % target.size(2) == 0,
+                 api, "target",
+                 "integer class ids [B, L, G] = [" + std::to_string(pred.size(0)) + ", " +
+                     std::to_string(pred.size(1)) + ", G] with G dividing pred's D = " + std::to_string(pred.size(2)) +
+                     " (LossKind::kCrossEntropy: K = D / G logits per id)",
+                 describe(target));
+  } else {
+    SIMMIM_CHECK(target.defined() && target.sizes() == pred.sizes(), api, "target",
+                 "a tensor of pred's shape " + shape_str(pred), describe(target));
+    SIMMIM_CHECK(target.scalar_type() == pred.scalar_type(), api, "target",
+                 std::string("a float, double, half or bfloat16 tensor (pred is ") +
+                     c10::toString(pred.scalar_type()) + ")",
+                 describe(target));
+  }
   SIMMIM_CHECK(target.device() == pred.device(), api, "target", "on pred's device " + pred.device().str(),
                describe(target));
   SIMMIM_CHECK(mask.defined() && (mask.scalar_type() == at::kBool || at::isIntegralType(mask.scalar_type(), false) ||
@@ -114,8 +152,6 @@ inline MaskedLossProblem make_masked_loss_problem(const at::Tensor& pred, const 
                describe(mask));
   SIMMIM_CHECK_HAS_DATA(pred, api, "pred");
   SIMMIM_CHECK(mask.device() == pred.device(), api, "mask", "on pred's device " + pred.device().str(), describe(mask));
-  SIMMIM_CHECK_VALUE(is_valid(options.kind()), api, "options.kind", "LossKind::kL1, kL2 or kSmoothL1",
-                     "LossKind(" + std::to_string(static_cast<int>(options.kind())) + ")");
   SIMMIM_CHECK_VALUE(is_valid(options.reduction()), api, "options.reduction", "LossReduction::kMean or kPerSample",
                      "LossReduction(" + std::to_string(static_cast<int>(options.reduction())) + ")");
   SIMMIM_CHECK_ENUM(options.backend(), 4, "Backend", api, "options.backend",
@@ -158,6 +194,13 @@ inline MaskedLossProblem make_masked_loss_problem(const at::Tensor& pred, const 
     pb.patch = 1;
     pb.unit_elems = pred.size(2);
     pb.units_per_cell = 1;
+    // A token kind's loss is per token (kCosine) or per class id (kCrossEntropy: the mean over the G ids
+    // of a token, as MAE's mean over a patch's values).
+    if (options.kind() == LossKind::kCosine) pb.unit_elems = 1;
+    if (cross_entropy) {
+      pb.unit_elems = target.size(2);
+      pb.classes = pred.size(2) / target.size(2);
+    }
   }
   if (options.norm_pix()) {
     const int64_t group = pb.patch * pb.patch * pb.pred4.size(1);

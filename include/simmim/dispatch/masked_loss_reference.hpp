@@ -38,9 +38,34 @@ inline at::Tensor elementwise_loss(const at::Tensor& pred, const at::Tensor& tar
             .to(at::kHalf);
       }
       return at::smooth_l1_loss(pred, target, at::Reduction::None, options.beta());
+    case LossKind::kCosine:
+    case LossKind::kCrossEntropy:
+      break;  // token kinds: token_loss below
   }
-  TORCH_CHECK_VALUE(false, api, ": options.kind must be LossKind::kL1, kL2 or kSmoothL1; got LossKind(",
-                    static_cast<int>(options.kind()), ")");
+  TORCH_CHECK_VALUE(false, api, ": options.kind must be an element kind (LossKind::kL1, kL2 or kSmoothL1) here; got ",
+                    "LossKind(", static_cast<int>(options.kind()), ")");
+}
+
+// The per-token loss of a token kind, [B, L], in the accumulation type (float for half and bfloat16, as
+// the fused pass computes it):
+//   kCosine: 1 - <F.normalize(p), F.normalize(t)> with F.normalize's floor norm_eps on each norm;
+//   kCrossEntropy: logits [B, L, G*K] seen as [B, L, G, K], the sum over the G ids of -log_softmax(z)[y].
+inline at::Tensor token_loss(const MaskedLossProblem& pb) {
+  const at::ScalarType acc = at::toOpMathType(pb.pred.scalar_type());
+  const at::Tensor pred = pb.pred.to(acc);
+  const int64_t last = -1;
+  if (pb.options.kind() == LossKind::kCosine) {
+    const double eps = pb.options.norm_eps();
+    const at::Tensor target = pb.target.to(acc);
+    const at::Tensor p = pred / pred.norm(2, at::IntArrayRef(last), /*keepdim=*/true).clamp_min(eps);
+    const at::Tensor t = target / target.norm(2, at::IntArrayRef(last), /*keepdim=*/true).clamp_min(eps);
+    return 1.0 - (p * t).sum(at::IntArrayRef(last));
+  }
+  TORCH_INTERNAL_ASSERT(pb.options.kind() == LossKind::kCrossEntropy);
+  const int64_t B = pred.size(0), L = pred.size(1), G = pb.target.size(2);
+  const at::Tensor log_p = pred.reshape({B, L, G, pb.classes}).log_softmax(last);
+  const at::Tensor ids = pb.target.to(at::kLong).unsqueeze(last);
+  return log_p.gather(last, ids).squeeze(last).neg().sum(at::IntArrayRef(last));
 }
 
 // The loss of a validated problem. No gradient reaches the mask (it is detached), as in the fused path.
@@ -73,6 +98,14 @@ inline at::Tensor masked_loss_reference(const MaskedLossProblem& pb, const char*
     const std::array<int64_t, 2> cells{1, 2};
     unit_sums = mask.sum(at::IntArrayRef(cells), false, at::kDouble) * static_cast<double>(p * p);
     divisor = static_cast<double>(pred.size(1));
+  } else if (is_token_kind(s.kind())) {
+    // Token kinds: loss = sum_L(l_L * mask) / (sum(mask) + eps) / unit_elems (1 for kCosine, G for
+    // kCrossEntropy: the mean over a token's ids).
+    const at::Tensor weighted = token_loss(pb) * mask.to(acc);
+    const int64_t tokens = 1;
+    numerator = mean ? weighted.sum(acc) : weighted.sum(at::IntArrayRef(tokens), false, acc);
+    unit_sums = mask.sum(at::IntArrayRef(tokens), false, at::kDouble);
+    divisor = static_cast<double>(pb.unit_elems);
   } else {
     // MAE: loss = sum(mean_D(l) * mask) / (sum(mask) + eps).
     const at::Tensor target = s.norm_pix() ? normalize_patches(pb.target, s.norm_eps()) : pb.target;

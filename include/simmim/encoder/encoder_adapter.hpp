@@ -33,6 +33,13 @@ class EncoderAdapter {
   virtual int64_t stride() const = 0;
   // Channels C of the feature map.
   virtual int64_t out_channels() const = 0;
+
+  // The feature maps of the encoder's layers for unmasked images, first to last, each [B, out_channels(),
+  // H / stride(), W / stride()]: what a teacher target averages (data2vec's top-k blocks). The default is
+  // the one map forward_features() gives; VisionTransformer returns every block's output.
+  virtual std::vector<at::Tensor> layer_features(const at::Tensor& images) {
+    return {forward_features(images, at::Tensor())};
+  }
 };
 
 // True for the types the SimMIM model accepts as an encoder: a torch::nn::Module that is an EncoderAdapter.

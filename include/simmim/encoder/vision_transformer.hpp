@@ -240,6 +240,17 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
   int64_t patch_size() const override { return options.patch_size(); }
   int64_t stride() const override { return options.patch_size(); }
   int64_t out_channels() const override { return options.embed_dim(); }
+  // Every block's output (the patch tokens before the final norm), as feature maps [B, D, h, w].
+  std::vector<at::Tensor> layer_features(const at::Tensor& images) override {
+    at::Tensor x = pos(embed(images, "simmim::VisionTransformer::layer_features"));
+    const at::Tensor shared_bias = rel_pos_bias.is_empty() ? at::Tensor() : rel_pos_bias->forward();
+    std::vector<at::Tensor> out;
+    for (const auto& block : *blocks) {
+      x = block->as<TransformerBlockImpl>()->forward(x, shared_bias);
+      out.push_back(tokens_to_map(x.narrow(1, num_prefix_tokens(), grid_.area())));
+    }
+    return out;
+  }
 
   // Downstream use (linear probe, fine-tuning): patch tokens and the pooled embedding of options.pool.
   // A mask (optional) applies SimMIM mode, e.g. to probe what the encoder makes of hidden patches.

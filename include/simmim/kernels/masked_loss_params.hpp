@@ -12,11 +12,17 @@
 
 SIMMIM_NAMESPACE_BEGIN
 
-// The per-element loss l(d) of d = pred - target.
+// The loss. Element kinds, l(d) of each d = pred - target:
 //   kL1:       |d|                                                  (SimMIM)
 //   kL2:       d^2                                                  (MAE)
 //   kSmoothL1: 0.5 d^2 / beta if |d| < beta, else |d| - 0.5 beta   (torch.nn.functional.smooth_l1_loss)
-enum class LossKind { kL1, kL2, kSmoothL1 };
+// Token kinds, one loss per token of the patchified layout [B, L, D] (never the images layout):
+//   kCosine:       1 - <p / max(|p|, e), t / max(|t|, e)> over the token's D values, e = norm_eps
+//                  (BEiT v2's and MaskDistill's feature loss; F.normalize's clamp)
+//   kCrossEntropy: the D logits are G groups of K classes; the target holds G class ids per token
+//                  (integer [B, L, G], K = D / G); the loss is the sum over the groups of
+//                  logsumexp(z_g) - z_g[y_g] (BEiT's visual tokens: G = 1; color bins: G = values per patch)
+enum class LossKind { kL1, kL2, kSmoothL1, kCosine, kCrossEntropy };
 
 // How the per-sample sums become the loss.
 enum class LossReduction {
@@ -32,6 +38,10 @@ inline constexpr const char* to_string(LossKind kind) {
       return "L2";
     case LossKind::kSmoothL1:
       return "SmoothL1";
+    case LossKind::kCosine:
+      return "Cosine";
+    case LossKind::kCrossEntropy:
+      return "CrossEntropy";
   }
   return "unknown LossKind";
 }
@@ -48,7 +58,14 @@ inline constexpr const char* to_string(LossReduction reduction) {
 
 // Whether a value read from an int (a file, a cast) is one of the enumerators.
 inline constexpr bool is_valid(LossKind kind) {
-  return kind == LossKind::kL1 || kind == LossKind::kL2 || kind == LossKind::kSmoothL1;
+  return kind == LossKind::kL1 || kind == LossKind::kL2 || kind == LossKind::kSmoothL1 || kind == LossKind::kCosine ||
+         kind == LossKind::kCrossEntropy;
+}
+
+// Whether a kind scores whole tokens (kCosine, kCrossEntropy) rather than elements: those run on the
+// patchified layout only, through their own pass (kernels/cpu/token_loss_cpu.hpp).
+inline constexpr bool is_token_kind(LossKind kind) {
+  return kind == LossKind::kCosine || kind == LossKind::kCrossEntropy;
 }
 inline constexpr bool is_valid(LossReduction reduction) {
   return reduction == LossReduction::kMean || reduction == LossReduction::kPerSample;
@@ -86,6 +103,10 @@ struct MaskedLossParams {
   bool norm_pix = false;   // t = (t - mean) / sqrt(var + norm_eps) over each cell's patch*patch*C values
   double norm_eps = 1e-6;  // var is unbiased (n - 1)
   double beta = 1.0;       // kSmoothL1 only; > 0 (beta == 0 is passed as kL1, as torch does)
+  // Token kinds (patchified layout, viewed as above: channels = D, height = L, width = 1, patch = 1).
+  // kCosine: norm_eps floors each vector's norm. kCrossEntropy: `target` holds int64 class ids viewed as
+  // [B, G, L, 1] (target_stride in that order), channels = G * classes.
+  int64_t classes = 0;     // kCrossEntropy: K, the logits per group
 
   // The reduction: den and scale[b] above, and the loss itself.
   LossReduction reduction = LossReduction::kMean;

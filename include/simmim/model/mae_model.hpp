@@ -20,6 +20,7 @@
 #include "simmim/loss/masked_loss.hpp"
 #include "simmim/masking/mask_batch.hpp"
 #include "simmim/model/pretrain_output.hpp"
+#include "simmim/target/target.hpp"
 
 SIMMIM_NAMESPACE_BEGIN
 
@@ -65,6 +66,10 @@ struct MAEOptions {
   TORCH_ARG(bool, norm_pix_loss) = false;
   // Loss backend (kAuto: fused where available).
   TORCH_ARG(Backend, loss_backend) = Backend::kAuto;
+  // What to predict (target/): null, the default, is MAE's own pixels (norm_pix_loss applies). A Target
+  // sizes the decoder's output (its prediction_dim()) and scores it with its own loss; norm_pix_loss must
+  // then be false (PixelTargetOptions::norm_pix() is MAE's norm-pix as a target).
+  TORCH_ARG(std::shared_ptr<const Target>, target) = nullptr;
 };
 
 // Submodules "encoder" (VisionTransformer) and "decoder" (MAEDecoder).
@@ -73,7 +78,12 @@ class MAEImpl : public torch::nn::Cloneable<MAEImpl> {
   explicit MAEImpl(MAEOptions options_ = {}) : options(std::move(options_)) { reset(); }
 
   void reset() override {
+    SIMMIM_CHECK_VALUE(options.target() == nullptr || !options.norm_pix_loss(), "simmim::MAE", "norm_pix_loss",
+                       "false when a target is set (the target normalizes: PixelTargetOptions::norm_pix())",
+                       "true with target ", options.target()->name());
     const auto enc = VisionTransformerOptions(options.encoder()).mask_token(false);
+    const int64_t pred_dim =
+        options.target() != nullptr ? options.target()->prediction_dim(enc.patch_size(), enc.in_chans()) : 0;
     encoder = register_module("encoder", VisionTransformer(enc));
     decoder =
         register_module("decoder", MAEDecoder(MAEDecoderOptions(enc.embed_dim(), encoder->grid(), enc.patch_size())
@@ -85,12 +95,15 @@ class MAEImpl : public torch::nn::Cloneable<MAEImpl> {
                                                   .cls_token(enc.cls_token())
                                                   .norm_eps(enc.norm_eps())
                                                   .weight_init(enc.weight_init())
-                                                  .attention(enc.attention())));
+                                                  .attention(enc.attention())
+                                                  .pred_dim(pred_dim)));
   }
 
   void pretty_print(std::ostream& os) const override {
     os << "simmim::MAE(img_size=" << options.encoder().img_size() << ", patch_size=" << options.encoder().patch_size()
-       << ", norm_pix_loss=" << (options.norm_pix_loss() ? "true" : "false") << ")";
+       << ", norm_pix_loss=" << (options.norm_pix_loss() ? "true" : "false");
+    if (options.target() != nullptr) os << ", target=" << options.target()->name();
+    os << ")";
   }
 
   // images [B, C, H, W] at the encoder's img_size; masks: a mask generator's MaskBatch (its ids_keep /
@@ -135,7 +148,12 @@ class MAEImpl : public torch::nn::Cloneable<MAEImpl> {
       }
     }
     const at::Tensor latent = encoder->forward_visible(images, masks.ids_keep);
-    const at::Tensor pred = decoder(latent, ids_restore);  // [B, L, p*p*C]
+    const at::Tensor pred = decoder(latent, ids_restore);  // [B, L, p*p*C], or the target's width
+    if (options.target() != nullptr) {
+      const Target& t = *options.target();
+      at::Tensor loss = t.loss(pred, t.compute(images, p), flat_mask, options.loss_backend());
+      return {loss, t.to_image(pred, images, p), flat_mask.view({B, grid.h, grid.w})};
+    }
     const at::Tensor target = patchify(images, p);
     at::Tensor loss = masked_reconstruction_loss(
         pred, target, flat_mask, MaskedLossOptions::mae(options.norm_pix_loss()).backend(options.loss_backend()));

@@ -14,7 +14,8 @@ SIMMIM_NAMESPACE_BEGIN
 struct PretrainOutput {
   // Scalar masked reconstruction loss.
   at::Tensor loss;
-  // [B, C, H, W] in the input images' pixel space (MAE with norm-pix: de-normalized per patch).
+  // [B, C, H, W] in the input images' pixel space (MAE with norm-pix: de-normalized per patch; with a
+  // target: its to_image(), undefined where it has no pixel space, e.g. HOG).
   at::Tensor reconstruction;
   // [B, h, w] at patch resolution, true / nonzero = masked: the cells the loss counted.
   at::Tensor mask;

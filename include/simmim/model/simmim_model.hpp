@@ -20,6 +20,7 @@
 #include "simmim/loss/masked_loss.hpp"
 #include "simmim/masking/mask_batch.hpp"
 #include "simmim/model/pretrain_output.hpp"
+#include "simmim/target/target.hpp"
 
 SIMMIM_NAMESPACE_BEGIN
 
@@ -68,6 +69,11 @@ struct SimMIMOptions {
   TORCH_ARG(LossKind, loss) = LossKind::kL1;
   // Loss backend (kAuto: fused where available).
   TORCH_ARG(Backend, loss_backend) = Backend::kAuto;
+  // What to predict (target/): null, the default, is SimMIM's own raw pixels and masked L1 on the image
+  // (the head pixel-shuffles to [B, C, H, W]; `loss` applies). A Target (PixelTarget, HOGTarget,
+  // ColorBinsTarget, ...) makes the head predict its prediction_dim() values per patch of the mask's
+  // resolution (1x1 conv + PixelShuffle(stride / patch_size)), scored by the target's own loss.
+  TORCH_ARG(std::shared_ptr<const Target>, target) = nullptr;
 };
 
 // Submodules "encoder" and "head". With our ViT, parameter names are "encoder.patch_embed.proj.weight",
@@ -115,11 +121,21 @@ class SimMIMImpl : public torch::nn::Cloneable<SimMIMImpl> {
     SIMMIM_CHECK_VALUE(C > 0 && s > 0 && D > 0 && adapter_->patch_size() > 0, api, "encoder",
                        "positive in_channels, patch_size, stride and out_channels", "in_channels ", C, ", patch_size ",
                        adapter_->patch_size(), ", stride ", s, ", out_channels ", D);
+    // With a target the head stops at the mask's resolution (patch p) with the target's width per patch.
+    int64_t head_stride = s, head_out = C;
+    if (options.target() != nullptr) {
+      const int64_t p = adapter_->patch_size();
+      SIMMIM_CHECK_VALUE(s % p == 0, api, "encoder",
+                         "a stride that is a multiple of its patch size (a target is predicted per patch)",
+                         "stride ", s, ", patch_size ", p);
+      head_stride = s / p;
+      head_out = options.target()->prediction_dim(p, C);
+    }
     if (options.head() == HeadKind::kLinear) {
-      linear_head = register_module("head", SimMIMHead(SimMIMHeadOptions(D, s, C)));
+      linear_head = register_module("head", SimMIMHead(SimMIMHeadOptions(D, head_stride, head_out)));
       conv_head = nullptr;
     } else {
-      conv_head = register_module("head", ConvHead(ConvHeadOptions(D, s, C)
+      conv_head = register_module("head", ConvHead(ConvHeadOptions(D, head_stride, head_out)
                                                        .hidden_channels(options.head_hidden_channels())
                                                        .num_layers(options.head_num_layers())));
       linear_head = nullptr;
@@ -128,13 +144,16 @@ class SimMIMImpl : public torch::nn::Cloneable<SimMIMImpl> {
 
   void pretty_print(std::ostream& os) const override {
     os << "simmim::SimMIM(patch_size=" << adapter_->patch_size() << ", stride=" << adapter_->stride()
-       << ", head=" << (options.head() == HeadKind::kLinear ? "linear" : "conv") << ")";
+       << ", head=" << (options.head() == HeadKind::kLinear ? "linear" : "conv");
+    if (options.target() != nullptr) os << ", target=" << options.target()->name();
+    os << ")";
   }
 
   // images [B, C, H, W] (stride | H, W); masks.mask [B, H/p, W/p], p = the encoder's patch_size(): bool,
   // integer (true / nonzero = masked) or floating weights; a plain mask tensor converts to a MaskBatch. The
   // one entry point of every pretraining model: forward(images, MaskBatch). Returns {loss, reconstruction
-  // [B, C, H, W], mask}.
+  // [B, C, H, W], mask}; with a target, reconstruction is its to_image() (undefined where the target has
+  // no pixel space, e.g. HOG).
   PretrainOutput forward(const at::Tensor& images, const MaskBatch& masks) {
     constexpr const char* api = "simmim::SimMIM::forward";
     const at::Tensor& mask = masks.mask;
@@ -157,6 +176,13 @@ class SimMIMImpl : public torch::nn::Cloneable<SimMIMImpl> {
     const at::Tensor features = adapter_->forward_features(images, mask);
     check_feature_map(*adapter_, images, features, api);
     at::Tensor reconstruction = linear_head.is_empty() ? conv_head(features) : linear_head(features);
+    if (options.target() != nullptr) {
+      // [B, Dt, H/p, W/p] -> tokens [B, L, Dt] in row-major patch order, the targets' layout.
+      const Target& target = *options.target();
+      const at::Tensor pred = reconstruction.flatten(2).transpose(1, 2);
+      at::Tensor loss = target.loss(pred, target.compute(images, p), mask, options.loss_backend());
+      return {loss, target.to_image(pred, images, p), mask};
+    }
     at::Tensor loss =
         masked_reconstruction_loss(reconstruction, images, mask,
                                    MaskedLossOptions::simmim(p).kind(options.loss()).backend(options.loss_backend()));

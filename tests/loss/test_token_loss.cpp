@@ -1,0 +1,376 @@
+// The token loss kinds (kCosine, kCrossEntropy) on the patchified layout: each against an independent
+// oracle (a hand loop; torch's cross_entropy), the fused CPU pass against the reference on random cases
+// over dtypes, shapes, groups, masks, reductions and memory layouts, thread-count independence, the
+// backend rules and every bad input; and a gradcheck in double of both backends.
+#include <torch/torch.h>
+
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/generators/catch_generators.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
+#include <cmath>
+#include <random>
+#include <sstream>
+#include <vector>
+
+#include "../support/gradcheck.hpp"
+#include "loss_test_util.hpp"
+#include "simmim/simmim.hpp"
+
+using Catch::Matchers::ContainsSubstring;
+using loss_test::Memory;
+using loss_test::run_loss;
+using simmim::Backend;
+using simmim::LossKind;
+using simmim::LossReduction;
+using simmim::MaskedLossOptions;
+
+namespace {
+
+MaskedLossOptions token_options(LossKind kind, Backend backend) {
+  return MaskedLossOptions().kind(kind).eps(0).backend(backend);
+}
+
+// Integer class ids [B, L, G] in [0, K).
+torch::Tensor random_ids(std::vector<int64_t> shape, int64_t K, at::Generator& gen) {
+  return torch::randint(0, K, shape, gen, torch::kLong);
+}
+
+struct TokenCase {
+  LossKind kind = LossKind::kCosine;
+  torch::ScalarType dtype = torch::kFloat;
+  int64_t B = 1, L = 1, D = 1, G = 1;  // kCrossEntropy: D = G * K
+  double eps = 0, norm_eps = 1e-6;
+  LossReduction reduction = LossReduction::kMean;
+  torch::ScalarType mask_dtype = torch::kBool, id_dtype = torch::kLong;
+  int mask_fill = 0;  // 0 random, 1 empty, 2 full
+  Memory pred_memory = Memory::kContiguous, target_memory = Memory::kContiguous, mask_memory = Memory::kContiguous;
+
+  MaskedLossOptions options(Backend backend) const {
+    return MaskedLossOptions().kind(kind).eps(eps).norm_eps(norm_eps).reduction(reduction).backend(backend);
+  }
+  std::string str() const {
+    std::ostringstream os;
+    os << kind << " " << c10::toString(dtype) << " [" << B << ", " << L << ", " << D << "] G=" << G << " eps=" << eps
+       << " norm_eps=" << norm_eps << " " << reduction << " mask " << c10::toString(mask_dtype) << " fill "
+       << mask_fill << " ids " << c10::toString(id_dtype) << " memory pred/target/mask "
+       << loss_test::to_string(pred_memory) << "/" << loss_test::to_string(target_memory) << "/"
+       << loss_test::to_string(mask_memory);
+    return os.str();
+  }
+};
+
+template <typename T>
+T pick(std::mt19937& rng, std::initializer_list<T> from) {
+  const std::vector<T> v(from);
+  return v[std::uniform_int_distribution<size_t>(0, v.size() - 1)(rng)];
+}
+int64_t uniform(std::mt19937& rng, int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); }
+
+TokenCase draw(std::mt19937& rng) {
+  TokenCase c;
+  c.kind = pick(rng, {LossKind::kCosine, LossKind::kCrossEntropy});
+  c.dtype = pick(rng, {torch::kFloat, torch::kDouble, torch::kHalf, torch::kBFloat16});
+  c.B = uniform(rng, 1, 3);
+  c.L = pick<int64_t>(rng, {1, 7, 19, 49, 197});
+  if (c.kind == LossKind::kCosine) {
+    c.D = uniform(rng, 0, 2) == 0 ? uniform(rng, 1, 40) : pick<int64_t>(rng, {64, 108, 768});
+  } else {
+    c.G = pick<int64_t>(rng, {1, 2, 3, 12, 48});
+    const int64_t K = pick<int64_t>(rng, {2, 3, 4, 8, 10, 33});
+    c.D = c.G * K;
+    c.id_dtype = pick(rng, {torch::kLong, torch::kInt, torch::kByte});
+  }
+  c.eps = pick(rng, {0.0, 1e-5, 0.1});
+  c.norm_eps = pick(rng, {1e-6, 1e-12, 0.5});
+  c.reduction = pick(rng, {LossReduction::kMean, LossReduction::kPerSample});
+  c.mask_dtype = pick(rng, {torch::kBool, torch::kByte, torch::kInt, torch::kLong, torch::kFloat, torch::kDouble,
+                            torch::kHalf, torch::kBFloat16});
+  const int64_t fill = uniform(rng, 0, 19);
+  c.mask_fill = fill == 0 ? 1 : (fill == 1 ? 2 : 0);
+  c.pred_memory = pick(rng, {Memory::kContiguous, Memory::kTransposed, Memory::kSliced, Memory::kStepped});
+  c.target_memory = pick(rng, {Memory::kContiguous, Memory::kTransposed, Memory::kSliced, Memory::kStepped});
+  c.mask_memory = pick(rng, {Memory::kContiguous, Memory::kTransposed, Memory::kSliced, Memory::kExpanded});
+  return c;
+}
+
+struct TokenInputs {
+  torch::Tensor pred_values, target_values;  // pred's dtype (kCosine) or ids (kCrossEntropy)
+  torch::Tensor pred, target, mask;          // arranged
+  torch::Tensor grad_out;                    // [B] for kPerSample, else undefined
+};
+
+TokenInputs make_inputs(const TokenCase& c, int64_t seed) {
+  auto gen = simmim::make_generator(seed);
+  TokenInputs in;
+  // Drawn in double and rounded to the dtype, so the double oracle sees the same values. Logits spread
+  // over a few units, so softmax is neither flat nor one-hot.
+  in.pred_values = (torch::randn({c.B, c.L, c.D}, gen, torch::kDouble) * 2).to(c.dtype);
+  if (c.kind == LossKind::kCosine) {
+    in.target_values = torch::randn({c.B, c.L, c.D}, gen, torch::kDouble).to(c.dtype);
+  } else {
+    in.target_values = random_ids({c.B, c.L, c.G}, c.D / c.G, gen).to(c.id_dtype);
+  }
+  torch::Tensor m;
+  if (c.mask_fill == 1) {
+    m = torch::zeros({c.B, c.L}, torch::kDouble);
+  } else if (c.mask_fill == 2) {
+    m = torch::ones({c.B, c.L}, torch::kDouble);
+  } else if (!at::isFloatingType(c.mask_dtype)) {
+    m = (torch::rand({c.B, c.L}, gen, torch::kDouble) < 0.6).to(torch::kDouble);
+  } else {
+    m = torch::rand({c.B, c.L}, gen, torch::kDouble) * (torch::rand({c.B, c.L}, gen, torch::kDouble) < 0.7);
+  }
+  if (c.mask_memory == Memory::kExpanded) m = m.narrow(0, 0, 1).expand({c.B, c.L}).contiguous();
+  in.mask = loss_test::arrange(m.to(c.mask_dtype), c.mask_memory);
+  in.pred = loss_test::arrange(in.pred_values, c.pred_memory);
+  in.target = loss_test::arrange(in.target_values, c.target_memory);
+  if (c.reduction == LossReduction::kPerSample) in.grad_out = torch::randn({c.B}, gen, torch::kDouble);
+  return in;
+}
+
+// The loss of a token kind by plain loops in double, from the formula of docs/losses.md alone.
+double hand_loss(LossKind kind, const torch::Tensor& pred, const torch::Tensor& target, const torch::Tensor& mask,
+                 double eps, double norm_eps) {
+  const torch::Tensor p = pred.to(torch::kDouble).contiguous(), m = mask.to(torch::kDouble).contiguous();
+  const int64_t B = p.size(0), L = p.size(1), D = p.size(2);
+  const auto pa = p.accessor<double, 3>();
+  const auto ma = m.accessor<double, 2>();
+  double num = 0, den = 0;
+  int64_t per_token = 1;
+  if (kind == LossKind::kCosine) {
+    const torch::Tensor t = target.to(torch::kDouble).contiguous();
+    const auto ta = t.accessor<double, 3>();
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t l = 0; l < L; ++l) {
+        double pp = 0, tt = 0, pt = 0;
+        for (int64_t d = 0; d < D; ++d) {
+          pp += pa[b][l][d] * pa[b][l][d];
+          tt += ta[b][l][d] * ta[b][l][d];
+          pt += pa[b][l][d] * ta[b][l][d];
+        }
+        num += ma[b][l] * (1 - pt / (std::max(std::sqrt(pp), norm_eps) * std::max(std::sqrt(tt), norm_eps)));
+        den += ma[b][l];
+      }
+    }
+  } else {
+    const torch::Tensor y = target.to(torch::kLong).contiguous();
+    const auto ya = y.accessor<int64_t, 3>();
+    const int64_t G = y.size(2), K = D / G;
+    per_token = G;
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t l = 0; l < L; ++l) {
+        for (int64_t g = 0; g < G; ++g) {
+          double s = 0;
+          for (int64_t k = 0; k < K; ++k) s += std::exp(pa[b][l][g * K + k]);
+          num += ma[b][l] * (std::log(s) - pa[b][l][g * K + ya[b][l][g]]);
+        }
+        den += ma[b][l];
+      }
+    }
+  }
+  return num / (static_cast<double>(per_token) * (den + eps));
+}
+
+}  // namespace
+
+TEST_CASE("token kinds equal a hand loop of their formula, on both backends", "[loss][token]") {
+  const auto backend = GENERATE(Backend::kReference, Backend::kFusedCPU);
+  const auto kind = GENERATE(LossKind::kCosine, LossKind::kCrossEntropy);
+  auto gen = simmim::make_generator(3);
+  const int64_t B = 2, L = 19, G = kind == LossKind::kCrossEntropy ? 3 : 1, D = kind == LossKind::kCrossEntropy ? 15 : 24;
+  const torch::Tensor pred = torch::randn({B, L, D}, gen, torch::kDouble);
+  torch::Tensor target = kind == LossKind::kCosine ? torch::randn({B, L, D}, gen, torch::kDouble)
+                                                   : random_ids({B, L, G}, D / G, gen);
+  // One zero prediction: its norm sits on the floor (the cosine is 0, the loss 1).
+  if (kind == LossKind::kCosine) pred[1][4].zero_();
+  const torch::Tensor mask = torch::rand({B, L}, gen) < 0.5;
+  const auto options = token_options(kind, backend).eps(1e-5);
+  const double got = simmim::masked_reconstruction_loss(pred, target, mask, options).item<double>();
+  CHECK(std::abs(got - hand_loss(kind, pred, target, mask, 1e-5, options.norm_eps())) < 1e-12);
+}
+
+TEST_CASE("kCrossEntropy is torch's cross_entropy, averaged over the ids of the masked tokens", "[loss][token]") {
+  const auto backend = GENERATE(Backend::kReference, Backend::kFusedCPU);
+  auto gen = simmim::make_generator(4);
+  const int64_t B = 3, L = 7, G = 4, K = 6;
+  const torch::Tensor logits = torch::randn({B, L, G * K}, gen) * 3;
+  const torch::Tensor ids = random_ids({B, L, G}, K, gen);
+  const torch::Tensor mask = torch::rand({B, L}, gen) < 0.6;
+  const torch::Tensor per_id =
+      torch::nn::functional::cross_entropy(logits.reshape({-1, K}), ids.reshape({-1}),
+                                           torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone))
+          .reshape({B, L, G});
+  const torch::Tensor expected = (per_id.mean(-1) * mask).sum() / mask.sum();
+  const torch::Tensor got =
+      simmim::masked_reconstruction_loss(logits, ids, mask, token_options(LossKind::kCrossEntropy, backend));
+  CHECK(torch::allclose(got, expected, 1e-6, 1e-6));
+}
+
+TEST_CASE("token kinds: fused CPU equals the reference on 150 random cases", "[loss][token][fused]") {
+  std::mt19937 rng(20261126);
+  for (int i = 0; i < 150; ++i) {
+    const TokenCase c = draw(rng);
+    INFO("case " << i << ": " << c.str());
+    const TokenInputs in = make_inputs(c, 500 + i);
+    const auto fused = run_loss(in.pred, in.target, in.mask, c.options(Backend::kFusedCPU), false, in.grad_out);
+    const auto ref = run_loss(in.pred, in.target, in.mask, c.options(Backend::kReference), false, in.grad_out);
+    REQUIRE(fused.loss.sizes() == ref.loss.sizes());
+    REQUIRE(fused.loss.scalar_type() == c.dtype);
+    REQUIRE(fused.grad_pred.sizes() == in.pred.sizes());
+    // Both compute in float for half and bfloat16 and round once at the end, so the tight tolerance holds
+    // in every dtype; and the reference in double on the same values bounds the rounding.
+    auto tol = loss_test::tight_tolerance(c.dtype);
+    // D = 1: the cosine of two scalars is +-1, its gradient exactly 0, which both compute as a difference
+    // of two equal terms: rounding residue (1e-8 in float), with nothing to be relative to.
+    if (c.kind == LossKind::kCosine && c.D == 1) tol.atol_abs = c.dtype == torch::kDouble ? 1e-15 : 1e-6;
+    LOSS_CHECK_CLOSE(fused.loss, ref.loss, tol);
+    LOSS_CHECK_CLOSE(fused.grad_pred, ref.grad_pred, tol);
+    if (c.dtype == torch::kHalf || c.dtype == torch::kBFloat16) {
+      const torch::Tensor target64 = c.kind == LossKind::kCosine ? in.target_values.to(torch::kDouble) : in.target;
+      const auto exact = run_loss(in.pred_values.to(torch::kDouble), target64, in.mask,
+                                  c.options(Backend::kReference), false, in.grad_out);
+      LOSS_CHECK_CLOSE(fused.loss, exact.loss, tol);
+      LOSS_CHECK_CLOSE(fused.grad_pred, exact.grad_pred, tol);
+    }
+  }
+}
+
+TEST_CASE("token kinds: fused CPU results do not depend on the thread count", "[loss][token][fused]") {
+  const auto kind = GENERATE(LossKind::kCosine, LossKind::kCrossEntropy);
+  auto gen = simmim::make_generator(8);
+  const int64_t B = 3, L = 197, D = kind == LossKind::kCosine ? 768 : 48 * 8;
+  const torch::Tensor pred = torch::randn({B, L, D}, gen);
+  const torch::Tensor target = kind == LossKind::kCosine ? torch::randn({B, L, D}, gen) : random_ids({B, L, 48}, 8, gen);
+  const torch::Tensor mask = torch::rand({B, L}, gen) < 0.6;
+  const int threads = at::get_num_threads();
+  std::vector<loss_test::LossRun> runs;
+  for (int n : {1, 2, 3, 4}) {
+    at::set_num_threads(n);
+    runs.push_back(run_loss(pred, target, mask, token_options(kind, Backend::kFusedCPU)));
+  }
+  at::set_num_threads(threads);
+  for (size_t k = 1; k < runs.size(); ++k) {
+    CHECK(torch::equal(runs[k].loss, runs[0].loss));
+    CHECK(torch::equal(runs[k].grad_pred, runs[0].grad_pred));
+  }
+}
+
+TEST_CASE("token kinds: gradcheck in double on both backends", "[loss][token][gradcheck]") {
+  const auto backend = GENERATE(Backend::kFusedCPU, Backend::kReference);
+  const auto kind = GENERATE(LossKind::kCosine, LossKind::kCrossEntropy);
+  const auto reduction = GENERATE(LossReduction::kMean, LossReduction::kPerSample);
+  INFO(backend << " " << kind << " " << reduction);
+  auto gen = simmim::make_generator(12);
+  const int64_t B = 2, L = 3, G = 2, D = kind == LossKind::kCosine ? 5 : 2 * 3;
+  const torch::Tensor pred = torch::randn({B, L, D}, gen, torch::kDouble).requires_grad_(true);
+  // The cosine's target gets its gradient on the reference (kAuto routes a target that requires grad there).
+  const torch::Tensor target =
+      kind == LossKind::kCosine
+          ? torch::randn({B, L, D}, gen, torch::kDouble).requires_grad_(backend == Backend::kReference)
+          : random_ids({B, L, G}, D / G, gen);
+  const torch::Tensor weights = torch::rand({B, L}, gen, torch::kDouble);
+  const torch::Tensor grad_weights = torch::rand({B}, gen, torch::kDouble) + 0.5;
+  const auto options = token_options(kind, backend).reduction(reduction).eps(1e-5);
+  const auto f = [&](const std::vector<torch::Tensor>& in) {
+    const torch::Tensor loss = simmim::masked_reconstruction_loss(in[0], in.size() > 1 ? in[1] : target, weights, options);
+    return reduction == LossReduction::kPerSample ? loss * grad_weights : loss;
+  };
+  const std::vector<torch::Tensor> inputs =
+      target.requires_grad() ? std::vector<torch::Tensor>{pred, target} : std::vector<torch::Tensor>{pred};
+  const auto result = simmim_test::gradcheck(f, inputs, 1e-6, 1e-7, 1e-4);
+  INFO(result.report);
+  CHECK(result.ok);
+}
+
+TEST_CASE("token kinds: backend rules and gradients", "[loss][token]") {
+  auto gen = simmim::make_generator(13);
+  const torch::Tensor pred = torch::randn({2, 5, 8}, gen).requires_grad_(true);
+  const torch::Tensor target = torch::randn({2, 5, 8}, gen).requires_grad_(true);
+  const torch::Tensor mask = torch::rand({2, 5}, gen) < 0.6;
+  SECTION("a cosine target that requires grad goes to the reference under kAuto, and gets its gradient") {
+    const auto ref = run_loss(pred, target, mask, token_options(LossKind::kCosine, Backend::kReference), true);
+    const auto aut = run_loss(pred, target, mask, token_options(LossKind::kCosine, Backend::kAuto), true);
+    CHECK(torch::allclose(aut.grad_target, ref.grad_target));
+    CHECK(torch::allclose(aut.grad_pred, ref.grad_pred));
+    REQUIRE_THROWS_WITH(
+        simmim::masked_reconstruction_loss(pred, target, mask, token_options(LossKind::kCosine, Backend::kFusedCPU)),
+        ContainsSubstring("target must be free of grad with LossKind::kCosine on Backend::kFusedCPU"));
+  }
+  SECTION("the fused pass is first-order only, the reference any order") {
+    const torch::Tensor loss = simmim::masked_reconstruction_loss(
+        pred, target.detach(), mask, token_options(LossKind::kCosine, Backend::kReference));
+    const torch::Tensor g = torch::autograd::grad({loss}, {pred}, {}, true, true)[0];
+    CHECK(g.requires_grad());
+  }
+  SECTION("no CUDA pass: a forced kFusedCUDA is an error") {
+    CHECK_THROWS(simmim::masked_reconstruction_loss(pred, target.detach(), mask,
+                                                    token_options(LossKind::kCosine, Backend::kFusedCUDA)));
+  }
+}
+
+TEST_CASE("token kinds: empty masks give 0, NaN propagates", "[loss][token]") {
+  const auto backend = GENERATE(Backend::kReference, Backend::kFusedCPU);
+  const auto kind = GENERATE(LossKind::kCosine, LossKind::kCrossEntropy);
+  auto gen = simmim::make_generator(14);
+  torch::Tensor pred = torch::randn({2, 4, 6}, gen);
+  const torch::Tensor target = kind == LossKind::kCosine ? torch::randn({2, 4, 6}, gen) : random_ids({2, 4, 2}, 3, gen);
+  const auto options = token_options(kind, backend);
+  const auto empty = run_loss(pred, target, torch::zeros({2, 4}, torch::kBool), options);
+  CHECK(empty.loss.item<double>() == 0.0);
+  CHECK(empty.grad_pred.abs().max().item<double>() == 0.0);
+  pred[0][1][2] = std::numeric_limits<float>::quiet_NaN();
+  CHECK(std::isnan(simmim::masked_reconstruction_loss(pred, target, torch::ones({2, 4}, torch::kBool), options)
+                       .item<double>()));
+}
+
+TEST_CASE("token kinds: every bad input is a clear error", "[loss][token][errors]") {
+  const auto f = [](const torch::Tensor& p, const torch::Tensor& t, const torch::Tensor& m, const MaskedLossOptions& o) {
+    return simmim::masked_reconstruction_loss(p, t, m, o);
+  };
+  const torch::Tensor tokens = torch::randn({2, 4, 6});
+  const torch::Tensor mask = torch::ones({2, 4}, torch::kBool);
+  const auto cosine = token_options(LossKind::kCosine, Backend::kAuto);
+  const auto ce = token_options(LossKind::kCrossEntropy, Backend::kAuto);
+  REQUIRE_THROWS_WITH(
+      f(torch::randn({2, 3, 8, 8}), torch::randn({2, 3, 8, 8}), torch::ones({2, 2, 2}), MaskedLossOptions(cosine).patch_size(4)),
+      ContainsSubstring("simmim::masked_reconstruction_loss: pred must be a 3-D tensor [B, L, D] (patchified) for "
+                        "LossKind::kCosine, which scores whole tokens; got Float tensor [2, 3, 8, 8]"));
+  REQUIRE_THROWS_WITH(f(tokens, tokens, mask, MaskedLossOptions(cosine).norm_pix(true)),
+                      ContainsSubstring("options.norm_pix must be false for LossKind::kCosine"));
+  REQUIRE_THROWS_WITH(f(tokens, torch::zeros({2, 4, 4}, torch::kLong), mask, ce),
+                      ContainsSubstring("target must be integer class ids [B, L, G] = [2, 4, G] with G dividing "
+                                        "pred's D = 6 (LossKind::kCrossEntropy: K = D / G logits per id); got Long "
+                                        "tensor [2, 4, 4]"));
+  REQUIRE_THROWS_WITH(f(tokens, torch::zeros({2, 4, 2}), mask, ce), ContainsSubstring("target must be integer class ids"));
+  REQUIRE_THROWS_WITH(f(tokens, torch::zeros({2, 4}, torch::kLong), mask, ce),
+                      ContainsSubstring("target must be integer class ids"));
+  for (const Backend backend : {Backend::kReference, Backend::kFusedCPU}) {
+    INFO(backend);
+    torch::Tensor ids = torch::zeros({2, 4, 2}, torch::kLong);
+    ids[1][3][1] = 3;  // K = 3
+    REQUIRE_THROWS_WITH(f(tokens, ids, mask, MaskedLossOptions(ce).backend(backend)),
+                        ContainsSubstring("target must be class ids in [0, K) with K = 3; got 1 id(s) outside it"));
+    ids[1][3][1] = -1;
+    REQUIRE_THROWS_WITH(f(tokens, ids, mask, MaskedLossOptions(ce).backend(backend)),
+                        ContainsSubstring("target must be class ids in [0, K) with K = 3; got 1 id(s) outside it"));
+  }
+  REQUIRE_THROWS_WITH(f(tokens, tokens, mask, MaskedLossOptions().kind(static_cast<LossKind>(9))),
+                      ContainsSubstring("options.kind must be LossKind::kL1, kL2, kSmoothL1, kCosine or "
+                                        "kCrossEntropy; got LossKind(9)"));
+}
+
+TEST_CASE("the cross-entropy pass's exp is within 2 ulp of std::exp on [-87, 0], and keeps NaN", "[loss][token]") {
+  using simmim::kernels::cpu::detail::exp_nonpositive;
+  double worst = 0;
+  for (int i = 0; i <= 200000; ++i) {
+    const float x = -87.0f * static_cast<float>(i) / 200000.0f;
+    const float e = static_cast<float>(std::exp(static_cast<double>(x)));
+    const double ulp = static_cast<double>(std::nextafter(e, 1e30f) - e);
+    worst = std::max(worst, std::abs(static_cast<double>(exp_nonpositive(x)) - std::exp(static_cast<double>(x))) / ulp);
+  }
+  INFO("worst error " << worst << " ulp");
+  CHECK(worst <= 2.0);
+  CHECK(exp_nonpositive(0.0f) == 1.0f);
+  CHECK(std::isnan(exp_nonpositive(std::numeric_limits<float>::quiet_NaN())));
+  CHECK(exp_nonpositive(-std::numeric_limits<float>::infinity()) < 1e-37f);
+}
