@@ -12,8 +12,9 @@
 # the probe sees), SIMMIM_DEMO_PROBE_FEATURES (what the encoder probes read: tokens, the last block's patch
 # tokens, the default; or pooled, their mean), SIMMIM_DEMO_SEED, SIMMIM_DEMO_OUT (default <repo>/out),
 # SIMMIM_DEMO_DEVICE (auto|cpu|cuda).
-# The CPU budget (1400 steps of 128 images, ~5 minutes on 2 cores) is where the pretrained encoder's probe
-# accuracy measured ~9 points above the random one's (docs/results.md); much shorter runs narrow the gap.
+# The CPU budget (1400 steps of 128 images, ~5 minutes of pretraining on a quiet 2-core VM) is where the
+# pretrained encoder's token probe measured 85.26%, 2.8 points above the raw pixels and 2.5 above the random
+# init (docs/results.md, seed 0).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$here/install-deps.sh"

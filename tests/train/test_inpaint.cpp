@@ -13,6 +13,7 @@
 #include "../support/scratch_dir.hpp"
 #include "simmim/masking/mask_factory.hpp"
 #include "simmim/model/inpaint.hpp"
+#include "simmim/target/hog_target.hpp"
 #include "simmim/train/data_split.hpp"
 #include "simmim/train/model_spec.hpp"
 #include "simmim/train/pretrain.hpp"
@@ -120,6 +121,10 @@ TEST_CASE("inpaint refuses bad regions and models that cannot inpaint", "[train]
       ContainsSubstring("options.mean must be one value per channel (1)"));
   REQUIRE_THROWS_WITH(simmim::inpaint(model, torch::rand({2, 1, 30, 30}), simmim::InpaintRegion::boxes({{0, 0, 4, 4}})),
                       ContainsSubstring("simmim::"));  // 30 pads to 35: not this ViT's 28 (its own message)
+  auto hog = simmim::SimMIM(simmim::SimMIMOptions(simmim::VisionTransformerOptions(simmim::Size2d(32), 8, 32, 1, 2).in_chans(1))
+                                .target(std::make_shared<simmim::HOGTarget>()));
+  REQUIRE_THROWS_WITH(simmim::inpaint(hog, torch::rand({1, 1, 32, 32}), simmim::InpaintRegion::boxes({{0, 0, 4, 4}})),
+                      ContainsSubstring("a model that predicts the pixels themselves") && ContainsSubstring("target hog"));
   simmim::MAE norm_pix(simmim::MAEOptions::mnist().norm_pix_loss(true));
   REQUIRE_THROWS_WITH(simmim::inpaint(norm_pix, images, simmim::InpaintRegion::boxes({{0, 0, 4, 4}})),
                       ContainsSubstring("an MAE trained with norm_pix_loss"));

@@ -93,8 +93,18 @@ inline Size2d padded_size(Size2d size, int64_t multiple) {
   return Size2d((size.h + multiple - 1) / multiple * multiple, (size.w + multiple - 1) / multiple * multiple);
 }
 
+// A model given a prediction target (target/) predicts that target, not the pixels (HOG, bins, a teacher's
+// features), or pixels normalized by the hidden patch's own statistics: refused. Models without one
+// predict the pixels.
+inline void check_inpaints_pixels(const std::shared_ptr<const Target>& target) {
+  SIMMIM_CHECK(target == nullptr, "simmim::inpaint", "model",
+               "a model that predicts the pixels themselves (no options.target)",
+               "one trained on target " + target->name() + ", whose output is not the hidden pixels");
+}
+
 inline InpaintModel inpaint_model(SimMIM& model) {
   SIMMIM_CHECK(!model.is_empty(), "simmim::inpaint", "model", "a SimMIM model", "an empty holder");
+  check_inpaints_pixels(model->options.target());
   InpaintModel m;
   m.forward = [model](const at::Tensor& x, const MaskBatch& masks) mutable { return model->forward(x, masks); };
   m.module = model.ptr().get();
@@ -107,6 +117,7 @@ inline InpaintModel inpaint_model(SimMIM& model) {
 // needs the hidden patch's mean and std, so such a model cannot inpaint (refused).
 inline InpaintModel inpaint_model(MAE& model) {
   SIMMIM_CHECK(!model.is_empty(), "simmim::inpaint", "model", "an MAE model", "an empty holder");
+  check_inpaints_pixels(model->options.target());
   SIMMIM_CHECK(!model->options.norm_pix_loss(), "simmim::inpaint", "model",
                "a model that predicts pixels (SimMIM, or MAE trained without norm_pix_loss)",
                "an MAE trained with norm_pix_loss: it predicts each patch standardized by the hidden patch's own "
