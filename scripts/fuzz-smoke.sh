@@ -16,6 +16,7 @@ command -v clang++ >/dev/null || { echo "fuzz-smoke: needs clang (apt-get instal
 gen=()
 command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
 CC=clang CXX=clang++ cmake -S "$root" -B "$build_dir" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -DNDEBUG" \
   -DSIMMIM_FUZZ=ON -DSIMMIM_BUILD_TESTS=OFF -DSIMMIM_BUILD_BENCH=OFF -DSIMMIM_BUILD_EXAMPLES=OFF \
   -DSIMMIM_INSTALL=OFF "${torch_args[@]}" >/dev/null
 build_targets=()
