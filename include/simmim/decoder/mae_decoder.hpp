@@ -14,6 +14,7 @@
 
 #include "simmim/core/check.hpp"
 #include "simmim/core/init.hpp"
+#include "simmim/core/linear.hpp"
 #include "simmim/core/shape.hpp"
 #include "simmim/embed/pos_embed.hpp"
 #include "simmim/embed/token_index.hpp"
@@ -114,14 +115,14 @@ class MAEDecoderImpl : public torch::nn::Cloneable<MAEDecoderImpl> {
                      ids_restore.size(1) == L && ids_restore.scalar_type() == at::kLong,
                  api, "ids_restore", "an int64 tensor [B, L] = [" + std::to_string(B) + ", " + std::to_string(L) + "]",
                  describe(ids_restore));
-    at::Tensor x = embed(tokens);
+    at::Tensor x = linear_forward(embed, tokens);
     const int64_t len_keep = x.size(1) - prefix;
     at::Tensor patches = at::cat({x.narrow(1, prefix, len_keep), mask_token.expand({B, L - len_keep, x.size(2)})}, 1);
     patches = gather_tokens(patches, ids_restore.to(x.device()));
     x = prefix ? at::cat({x.narrow(1, 0, 1), patches}, 1) : patches;
     x = x + pos_embed;
     for (const auto& block : *blocks) x = block->as<TransformerBlockImpl>()->forward(x);
-    return pred(norm(x)).narrow(1, prefix, L);
+    return linear_forward(pred, norm(x)).narrow(1, prefix, L);
   }
 
   MAEDecoderOptions options;

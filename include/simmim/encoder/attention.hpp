@@ -13,6 +13,7 @@
 #include <ostream>
 
 #include "simmim/core/check.hpp"
+#include "simmim/core/linear.hpp"
 #include "simmim/core/shape.hpp"
 #include "simmim/core/version.hpp"
 
@@ -205,10 +206,10 @@ class AttentionImpl : public torch::nn::Cloneable<AttentionImpl> {
     }
     const at::Tensor y = q_bias.defined()
                              ? at::linear(x, qkv->weight, at::cat({q_bias, at::zeros_like(v_bias), v_bias}))
-                             : qkv(x);
+                             : linear_forward(qkv, x);
     const at::Tensor qkv_heads = y.reshape({B, N, 3, H, options.dim() / H}).permute({2, 0, 3, 1, 4});
     const at::Tensor out = scaled_dot_product(qkv_heads[0], qkv_heads[1], qkv_heads[2], options.backend(), bias);
-    return proj(out.transpose(1, 2).reshape({B, N, options.dim()}));
+    return linear_forward(proj, out.transpose(1, 2).reshape({B, N, options.dim()}));
   }
 
   AttentionOptions options;

@@ -21,6 +21,7 @@
 
 #include "simmim/core/check.hpp"
 #include "simmim/core/init.hpp"
+#include "simmim/core/linear.hpp"
 #include "simmim/core/shape.hpp"
 #include "simmim/embed/mask_token.hpp"
 #include "simmim/encoder/attention.hpp"
@@ -85,13 +86,13 @@ class WindowAttentionImpl : public torch::nn::Cloneable<WindowAttentionImpl> {
   // x [B * nW, N, C]; mask (optional) [nW, N, N].
   at::Tensor forward(const at::Tensor& x, const at::Tensor& mask = {}) {
     const int64_t Bw = x.size(0), N = x.size(1);
-    const at::Tensor heads = qkv(x).reshape({Bw, N, 3, heads_, dim_ / heads_}).permute({2, 0, 3, 1, 4});
+    const at::Tensor heads = linear_forward(qkv, x).reshape({Bw, N, 3, heads_, dim_ / heads_}).permute({2, 0, 3, 1, 4});
     at::Tensor bias = relative_position_bias(relative_position_bias_table, relative_position_index).unsqueeze(0);
     if (mask.defined()) {  // windows are in (b, w) order: [nW, H, N, N] repeated over the batch
       bias = (bias + mask.unsqueeze(1)).repeat({Bw / mask.size(0), 1, 1, 1});
     }
     const at::Tensor out = scaled_dot_product(heads[0], heads[1], heads[2], backend_, bias);
-    return proj(out.transpose(1, 2).reshape({Bw, N, dim_}));
+    return linear_forward(proj, out.transpose(1, 2).reshape({Bw, N, dim_}));
   }
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
   at::Tensor relative_position_bias_table, relative_position_index;
@@ -179,7 +180,7 @@ class PatchMergingImpl : public torch::nn::Cloneable<PatchMergingImpl> {
     if (x.size(1) % 2 != 0 || x.size(2) % 2 != 0) x = at::constant_pad_nd(x, {0, 0, 0, x.size(2) % 2, 0, x.size(1) % 2}, 0.0);
     const int64_t H = x.size(1), W = x.size(2);
     x = x.reshape({B, H / 2, 2, W / 2, 2, C}).permute({0, 1, 3, 4, 2, 5}).flatten(3);
-    return reduction(norm(x));
+    return linear_forward(reduction, norm(x));
   }
   torch::nn::LayerNorm norm{nullptr};
   torch::nn::Linear reduction{nullptr};

@@ -16,6 +16,7 @@
 
 #include "simmim/core/check.hpp"
 #include "simmim/core/init.hpp"
+#include "simmim/core/linear.hpp"
 #include "simmim/encoder/attention.hpp"
 #include "simmim/encoder/drop_path.hpp"
 
@@ -40,7 +41,7 @@ class MlpImpl : public torch::nn::Cloneable<MlpImpl> {
   void pretty_print(std::ostream& os) const override {
     os << "simmim::Mlp(dim=" << options.dim() << ", hidden_dim=" << options.hidden_dim() << ")";
   }
-  at::Tensor forward(const at::Tensor& x) { return fc2(at::gelu(fc1(x))); }
+  at::Tensor forward(const at::Tensor& x) { return linear_forward(fc2, at::gelu(linear_forward(fc1, x))); }
 
   MlpOptions options;
   torch::nn::Linear fc1{nullptr};
