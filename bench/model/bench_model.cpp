@@ -6,11 +6,16 @@
 //   simmim_step/mnist/B64_28, mae_step/mnist/B64_28/ratio:0.75   the 28x28 presets (patch 7, width 128, depth 4)
 //   <resnet|convnext|swin>_step/<resnet18|resnet50|convnext_tiny|swin_tiny>/B4_224   SimMIM with a hierarchical
 //                                          encoder (mask at the stride-4 stem, 32-px cells, the head at stride 32)
-// Masks come from the library's generators, drawn once outside the timed loop (their cost is in
-// bench/masking). Items processed = images. Batch 4 at 224: Debian's LibTorch runs on the reference
+//   simmim_train_step/vit_tiny/B8_224, mae_train_step/vit_tiny/B8_224/ratio:0.75, simmim_train_step/mnist/B128_28
+//                                          the whole training step (masks, forward, backward, clipping, AdamW)
+//                                          against bench/python/step_original.py; counters: ms per phase
+// Except in the *_train_step cases, masks come from the library's generators, drawn once outside the timed
+// loop (their cost is in bench/masking). Items processed = images. Batch 4 at 224: Debian's LibTorch runs on the reference
 // (netlib) BLAS, where one ViT-Ti step of 8 images already takes tens of seconds.
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
+
+#include <chrono>
 
 #include "simmim/encoder/convnext.hpp"
 #include "simmim/encoder/resnet.hpp"
@@ -18,6 +23,9 @@
 #include "simmim/masking/mask_factory.hpp"
 #include "simmim/model/mae_model.hpp"
 #include "simmim/model/simmim_model.hpp"
+#include "simmim/train/grad_clip.hpp"
+#include "simmim/train/param_groups.hpp"
+#include "simmim/train/recipe.hpp"
 
 namespace {
 
@@ -78,6 +86,62 @@ void swin_step(benchmark::State& state, simmim::SwinOptions options, int64_t bat
   cnn_step(state, simmim::SwinTransformer(options), batch);
 }
 
+
+// The whole training step as simmim::pretrain runs it in fp32, against bench/python/step_original.py (the
+// originals' step re-typed): the batch's masks (what the model reads of them), forward, backward, the
+// recipe's gradient clipping, AdamW over its parameter groups. Counters: milliseconds per phase.
+template <typename Model>
+void train_steps(benchmark::State& state, Model& model, const simmim::PretrainRecipe& recipe,
+                 const simmim::MaskGenerator& masks, const at::Tensor& images) {
+  using clock = std::chrono::steady_clock;
+  const auto ms = [](clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  const auto adamw = recipe.adamw(1.5e-4);
+  auto groups = simmim::make_param_groups(*model, simmim::ParamGroupOptions().adamw(adamw));
+  torch::optim::AdamW opt(groups.groups, adamw);
+  at::Generator gen = simmim::make_generator(1);
+  constexpr simmim::MaskOutputs outputs = simmim::mask_outputs_read_by<Model>();
+  double t_mask = 0, t_forward = 0, t_backward = 0, t_optim = 0;
+  for (auto _ : state) {
+    const auto t0 = clock::now();
+    const simmim::MaskBatch mb = masks.generate(images.size(0), gen, at::kCPU, outputs);
+    const auto t1 = clock::now();
+    const simmim::PretrainOutput out = model->forward(images, mb);
+    const auto t2 = clock::now();
+    opt.zero_grad();
+    out.loss.backward();
+    const auto t3 = clock::now();
+    if (recipe.clip_grad() > 0) simmim::clip_grad_norm(*model, recipe.clip_grad());
+    opt.step();
+    const auto t4 = clock::now();
+    benchmark::DoNotOptimize(out.loss.data_ptr());
+    t_mask += ms(t1 - t0), t_forward += ms(t2 - t1), t_backward += ms(t3 - t2), t_optim += ms(t4 - t3);
+  }
+  state.SetItemsProcessed(state.iterations() * images.size(0));
+  const auto avg = benchmark::Counter::kAvgIterations;
+  state.counters["mask_ms"] = benchmark::Counter(t_mask, avg);
+  state.counters["fwd_ms"] = benchmark::Counter(t_forward, avg);
+  state.counters["bwd_ms"] = benchmark::Counter(t_backward, avg);
+  state.counters["optim_ms"] = benchmark::Counter(t_optim, avg);
+}
+
+void simmim_train_step(benchmark::State& state, simmim::SimMIMOptions options, int64_t batch, std::string spec) {
+  torch::manual_seed(0);
+  simmim::SimMIM model(options);
+  const auto& enc = options.encoder();
+  const auto images = torch::randn({batch, enc.in_chans(), enc.img_size().h, enc.img_size().w});
+  const auto masks = simmim::make_mask_generator(spec, simmim::MaskGeometry(enc.img_size(), enc.patch_size()));
+  train_steps(state, model, simmim::PretrainRecipe::simmim(), *masks, images);
+}
+
+void mae_train_step(benchmark::State& state, simmim::MAEOptions options, int64_t batch) {
+  torch::manual_seed(0);
+  simmim::MAE model(options);
+  const auto& enc = options.encoder();
+  const auto images = torch::randn({batch, enc.in_chans(), enc.img_size().h, enc.img_size().w});
+  const auto masks = simmim::make_mask_generator("mae:ratio=0.75", simmim::MaskGeometry(enc.img_size(), enc.patch_size()));
+  train_steps(state, model, simmim::PretrainRecipe::mae(), *masks, images);
+}
+
 }  // namespace
 
 // clang-format off (it would put spaces into the benchmark names)
@@ -112,3 +176,12 @@ BENCHMARK_CAPTURE(convnext_step, convnext_tiny/B4_224, simmim::ConvNeXtOptions::
 BENCHMARK_CAPTURE(swin_step, swin_tiny/B4_224, simmim::SwinOptions::tiny(), 4)
     ->Unit(benchmark::kMillisecond)
     ->Iterations(3);
+// The whole step (issue 15's three cases, against bench/python/step_original.py).
+BENCHMARK_CAPTURE(simmim_train_step, vit_tiny/B8_224, simmim::SimMIMOptions::vit_tiny(), 8,
+                  std::string("simmim:ratio=0.6,mask_patch=32"))
+    ->Unit(benchmark::kMillisecond)->MinTime(5.0);
+BENCHMARK_CAPTURE(mae_train_step, vit_tiny/B8_224/ratio:0.75, simmim::MAEOptions::vit_tiny(), 8)
+    ->Unit(benchmark::kMillisecond)->MinTime(5.0);
+BENCHMARK_CAPTURE(simmim_train_step, mnist/B128_28, simmim::SimMIMOptions::mnist(), 128,
+                  std::string("simmim:ratio=0.6,mask_patch=7"))
+    ->Unit(benchmark::kMillisecond)->MinTime(5.0);
