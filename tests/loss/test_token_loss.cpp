@@ -302,6 +302,23 @@ TEST_CASE("token kinds: backend rules and gradients", "[loss][token]") {
     const torch::Tensor g = torch::autograd::grad({loss}, {pred}, {}, true, true)[0];
     CHECK(g.requires_grad());
   }
+  SECTION("kAuto runs fp32 / fp64 cross-entropy with few classes per id on the reference, else fused") {
+    using simmim::dispatch::make_masked_loss_problem;
+    using simmim::dispatch::resolve_masked_loss_backend;
+    const auto opts = token_options(LossKind::kCrossEntropy, Backend::kAuto);
+    const auto pick = [&](int64_t D, int64_t G, at::ScalarType dtype) {
+      const torch::Tensor p = torch::randn({2, 5, D}, gen).to(dtype);
+      const torch::Tensor ids = random_ids({2, 5, G}, D / G, gen);
+      return resolve_masked_loss_backend(make_masked_loss_problem(p, ids, mask, opts, "test"), Backend::kAuto, "test");
+    };
+    CHECK(pick(8 * 3, 3, at::kFloat) == Backend::kReference);   // K = 8: the fused pass is slower there
+    CHECK(pick(16, 1, at::kDouble) == Backend::kReference);     // K = 16
+    CHECK(pick(17 * 2, 2, at::kFloat) == Backend::kFusedCPU);   // K = 17
+    CHECK(pick(8 * 3, 3, at::kBFloat16) == Backend::kFusedCPU);  // bf16: fused is faster at every K measured
+    CHECK(resolve_masked_loss_backend(
+              make_masked_loss_problem(pred.detach(), target.detach(), mask, token_options(LossKind::kCosine, Backend::kAuto), "test"),
+              Backend::kAuto, "test") == Backend::kFusedCPU);
+  }
   SECTION("no CUDA pass: a forced kFusedCUDA is an error") {
     CHECK_THROWS(simmim::masked_reconstruction_loss(pred, target.detach(), mask,
                                                     token_options(LossKind::kCosine, Backend::kFusedCUDA)));
