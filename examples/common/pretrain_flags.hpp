@@ -149,8 +149,11 @@ int run_pretraining(PretrainFlags& f, const std::string& kind, MakeModel&& make_
     std::cout << kind << ": " << plot.message << "\n";
   }
   if (env.rank == 0 && !r.stopped) {
-    std::cout << kind << ": wrote " << r.checkpoint << ", " << options.out() << "/reconstruction.png (rows: original | "
-              << "masked | reconstruction), " << options.out() << "/metrics.jsonl\n";
+    std::cout << kind << ": wrote " << r.checkpoint << ", ";
+    // A distilled student predicts features: no pixels, no reconstruction picture.
+    if (kind != "distill")
+      std::cout << options.out() << "/reconstruction.png (rows: original | masked | reconstruction), ";
+    std::cout << options.out() << "/metrics.jsonl\n";
     std::cout << r.to_json().dump() << "\n";
   }
   return 0;
