@@ -4,6 +4,9 @@
 //   mae_step/vit_tiny/B4_224/ratio:R       MAE, ViT-Ti/16 encoder + 128-wide 4-block decoder, R = 0.5 / 0.75 / 0.9:
 //                                          the encoder sees (1 - R) of the tokens, so the step gets cheaper
 //   simmim_step/mnist/B64_28, mae_step/mnist/B64_28/ratio:0.75   the 28x28 presets (patch 7, width 128, depth 4)
+//   simmim_step/mnist_w64/B64_28           SimMIM, the mnist preset at width 64 (the distilled student's size)
+//   distill_step/mnist_to_w64/B64_28/<fp32|bf16>   Distiller: the mnist preset as a frozen teacher (its forward
+//                                          without grad, fp32 or bf16 weights) and the width-64 student
 //   <resnet|convnext|swin>_step/<resnet18|resnet50|convnext_tiny|swin_tiny>/B4_224   SimMIM with a hierarchical
 //                                          encoder (mask at the stride-4 stem, 32-px cells, the head at stride 32)
 //   simmim_train_step/vit_tiny/B8_224, mae_train_step/vit_tiny/B8_224/ratio:0.75, simmim_train_step/mnist/B128_28
@@ -21,6 +24,7 @@
 #include "simmim/encoder/resnet.hpp"
 #include "simmim/encoder/swin.hpp"
 #include "simmim/masking/mask_factory.hpp"
+#include "simmim/model/distiller.hpp"
 #include "simmim/model/mae_model.hpp"
 #include "simmim/model/simmim_model.hpp"
 #include "simmim/train/grad_clip.hpp"
@@ -62,6 +66,18 @@ void mae_step(benchmark::State& state, simmim::MAEOptions options, int64_t batch
                                                  simmim::MaskGeometry(enc.img_size(), enc.patch_size()))
                          ->generate(batch, simmim::make_generator(1));
   run_steps(state, model, images, [&] { return model->forward(images, masks); });
+}
+
+void distill_step(benchmark::State& state, int64_t batch, simmim::TeacherPrecision precision) {
+  torch::manual_seed(0);
+  const auto teacher_options = simmim::SimMIMOptions::mnist().encoder();
+  simmim::VisionTransformer teacher(teacher_options);
+  simmim::VisionTransformer student(simmim::VisionTransformerOptions(teacher_options).embed_dim(64));
+  simmim::Distiller model(teacher, student, simmim::DistillerOptions().teacher_precision(precision));
+  const auto images = torch::randn({batch, 1, 28, 28});
+  const auto masks = simmim::make_mask_generator("simmim:ratio=0.6,mask_patch=7", simmim::MaskGeometry(28, 7))
+                         ->generate(batch, simmim::make_generator(1));
+  run_steps(state, model, images, [&] { return model(images, masks); });
 }
 
 template <typename Encoder>
@@ -161,6 +177,15 @@ BENCHMARK_CAPTURE(simmim_step, mnist/B64_28, simmim::SimMIMOptions::mnist(), 64)
     ->Unit(benchmark::kMillisecond)
     ->MinTime(3.0);
 BENCHMARK_CAPTURE(mae_step, mnist/B64_28/ratio:0.75, simmim::MAEOptions::mnist(), 64, 0.75)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3.0);
+BENCHMARK_CAPTURE(simmim_step, mnist_w64/B64_28, simmim::SimMIMOptions(simmim::SimMIMOptions::mnist().encoder().embed_dim(64)), 64)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3.0);
+BENCHMARK_CAPTURE(distill_step, mnist_to_w64/B64_28/fp32, 64, simmim::TeacherPrecision::kFloat32)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3.0);
+BENCHMARK_CAPTURE(distill_step, mnist_to_w64/B64_28/bf16, 64, simmim::TeacherPrecision::kBFloat16)
     ->Unit(benchmark::kMillisecond)
     ->MinTime(3.0);
 // clang-format on

@@ -29,9 +29,17 @@ struct EncoderFlags {
     app.add_option("--patch-size", model.patch_size, "with --random-init: patch size (0: the preset's)")
         ->capture_default_str()
         ->check(CLI::Range(int64_t{0}, int64_t{4096}));
+    add_size_flags(app, model, "with --random-init: ");
   }
 
-  std::string describe() const { return random_init ? "random-init " + model.preset : "pretrained " + checkpoint; }
+  std::string describe() const {
+    if (!random_init) return "pretrained " + checkpoint;
+    std::string sized;
+    if (model.embed_dim > 0) sized += " width " + std::to_string(model.embed_dim);
+    if (model.depth > 0) sized += " depth " + std::to_string(model.depth);
+    if (model.num_heads > 0) sized += " heads " + std::to_string(model.num_heads);
+    return "random-init " + model.preset + sized;
+  }
 };
 
 // The encoder, on the CPU (f.model then holds its spec). Checks that the data matches what the encoder was

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "simmim/train/data_split.hpp"
+#include "simmim/train/model_spec.hpp"
 #include "simmim/train/device.hpp"
 #include "simmim/train/threads.hpp"
 
@@ -82,6 +83,20 @@ inline void add_threads_flag(CLI::App& app, int& threads) {
                  "torchrun job on this host)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
+}
+
+// --embed-dim, --depth, --num-heads: a preset's encoder made narrower or shallower (a distilled student, and
+// the same architecture pretrained on pixels or from random init to compare it with). 0: the preset's.
+inline void add_size_flags(CLI::App& app, simmim::ModelSpec& model, const std::string& prefix = "") {
+  app.add_option("--embed-dim", model.embed_dim, prefix + "encoder width (0: the preset's; 128 for mnist)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 16));
+  app.add_option("--depth", model.depth, prefix + "encoder blocks (0: the preset's; 4 for mnist)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1024}));
+  app.add_option("--num-heads", model.num_heads, prefix + "attention heads, dividing the width (0: the preset's)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1024}));
 }
 
 // Applies --threads; returns the thread count torch now uses.

@@ -1,8 +1,9 @@
 #pragma once
-// The command line of the pretraining examples 02 (SimMIM) and 03 (MAE): flags into simmim::ModelSpec and
+// The command line of the pretraining examples 02 (SimMIM), 03 (MAE) and 07 (distillation): flags into simmim::ModelSpec and
 // simmim::PretrainOptions, then one call to simmim::pretrain, single-process or one process per device
 // under torchrun (WORLD_SIZE > 1: Gloo on CPU, NCCL on CUDA where this build has it).
 
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -37,6 +38,10 @@ struct PretrainFlags {
   bool resume = false;
   std::string device = "auto", precision = "fp32";
   int threads = 0;
+  // Set by a program, not a flag: more settings stored with the checkpoint (07: the teacher and target),
+  // and a check of the loaded training data before the model is built.
+  nlohmann::json extra_settings = nlohmann::json::object();
+  std::function<void(const Split&)> check_data;
 
   void add_to(CLI::App& app) {
     constexpr int64_t kBig = int64_t{1} << 40;
@@ -49,6 +54,7 @@ struct PretrainFlags {
         ->check(CLI::IsMember({"mnist", "tiny", "small", "base"}));
     opt("--patch-size", model.patch_size, "encoder patch size (0: the preset's: 7 for mnist, 16 otherwise)",
         int64_t{0}, int64_t{4096});
+    add_size_flags(app, model);
     data.add_to(app, /*needs_test=*/false);
     app.add_option("--mask", mask,
                    "mask strategy spec for simmim::make_mask_generator, e.g. 'simmim:ratio=0.6,mask_patch=14', "
@@ -101,6 +107,7 @@ int run_pretraining(PretrainFlags& f, const std::string& kind, MakeModel&& make_
                                                    " (Gloo needs Debian's LibTorch + libgloo-dev, NCCL a CUDA LibTorch)");
   }
   const Split train = f.data.load(/*train=*/true, /*default_size=*/224);
+  if (f.check_data) f.check_data(train);
   f.model.kind = kind;
   f.model.in_chans = train.channels;
   f.model.image_size = train.image_size.h;
@@ -110,6 +117,9 @@ int run_pretraining(PretrainFlags& f, const std::string& kind, MakeModel&& make_
   auto recipe = kind == "mae" ? simmim::PretrainRecipe::mae() : simmim::PretrainRecipe::simmim();
   recipe.weight_decay(f.weight_decay).lr_reference_batch(512);
   if (f.clip >= 0) recipe.clip_grad(f.clip);
+  nlohmann::json settings{{"model", f.model.to_json()}, {"data", f.data.data}, {"limit", f.data.limit},
+                          {"augment", f.data.augment}};
+  settings.update(f.extra_settings);
   const auto options = simmim::PretrainOptions()
                            .steps(f.steps)
                            .batch_size(f.batch_size)
@@ -127,8 +137,7 @@ int run_pretraining(PretrainFlags& f, const std::string& kind, MakeModel&& make_
                            .precision(simmim::parse_precision(f.precision))
                            .workers(f.data.workers)
                            .label(kind)
-                           .settings({{"model", f.model.to_json()}, {"data", f.data.data}, {"limit", f.data.limit},
-                                      {"augment", f.data.augment}});
+                           .settings(settings);
   torch::manual_seed(f.seed);
   auto model = make_model(f.model);
   const simmim::PretrainResult r = simmim::pretrain(model, *masks, train, options, dist);
@@ -140,8 +149,11 @@ int run_pretraining(PretrainFlags& f, const std::string& kind, MakeModel&& make_
     std::cout << kind << ": " << plot.message << "\n";
   }
   if (env.rank == 0 && !r.stopped) {
-    std::cout << kind << ": wrote " << r.checkpoint << ", " << options.out() << "/reconstruction.png (rows: original | "
-              << "masked | reconstruction), " << options.out() << "/metrics.jsonl\n";
+    std::cout << kind << ": wrote " << r.checkpoint << ", ";
+    // A distilled student predicts features: no pixels, no reconstruction picture.
+    if (kind != "distill")
+      std::cout << options.out() << "/reconstruction.png (rows: original | masked | reconstruction), ";
+    std::cout << options.out() << "/metrics.jsonl\n";
     std::cout << r.to_json().dump() << "\n";
   }
   return 0;

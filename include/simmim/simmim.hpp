@@ -30,6 +30,7 @@
 #include "simmim/target/pixel_target.hpp"
 #include "simmim/target/target.hpp"
 #include "simmim/target/teacher_target.hpp"
+#include "simmim/model/distiller.hpp"
 #include "simmim/model/inpaint.hpp"
 #include "simmim/model/mae_model.hpp"
 #include "simmim/model/pretrain_output.hpp"

@@ -314,3 +314,231 @@ TEST_CASE("a SimMIM student distils a frozen teacher: only the student learns", 
   for (const auto& p : teacher->parameters()) CHECK_FALSE(p.grad().defined());
   CHECK_FALSE(out.reconstruction.defined());
 }
+
+// The Distiller (model/distiller.hpp): a tiny teacher (width 32, depth 2, patch 16 on 32 x 48) and a
+// smaller student (width 16, depth 1).
+namespace {
+
+simmim::VisionTransformerOptions tiny_student(simmim::Size2d img, int64_t patch) {
+  return simmim::VisionTransformerOptions(img, patch, 16, 1, 2).in_chans(3);
+}
+
+// MaskDistill's loss written out: smooth-L1 (beta 1) per element, mean over the features, weighted by the
+// mask, divided by the masked count.
+torch::Tensor smooth_l1_masked(const torch::Tensor& pred, const torch::Tensor& target, const torch::Tensor& mask) {
+  const torch::Tensor d = (pred - target).abs();
+  const torch::Tensor l = torch::where(d < 1.0, 0.5 * d * d, d - 0.5).mean(-1);
+  const torch::Tensor m = mask.flatten(1).to(l.scalar_type());
+  return (l * m).sum() / m.sum();
+}
+
+}  // namespace
+
+TEST_CASE("Distiller: the loss is TeacherTarget on the full image + head + masked loss", "[distill]") {
+  torch::manual_seed(21);
+  simmim::VisionTransformer teacher(simmim_test::tiny_vit({32, 48}, 16));
+  simmim::VisionTransformer student(tiny_student({32, 48}, 16));
+  const int64_t hidden = GENERATE(0, 8);
+  simmim::Distiller model(teacher, student, simmim::DistillerOptions().head_hidden_dim(hidden));
+  const torch::Tensor images = torch::rand({2, 3, 32, 48});
+  const torch::Tensor mask = simmim_test::random_mask(2, {2, 3}, 4);
+  const simmim::PretrainOutput out = model(images, mask);
+  CHECK(out.loss.dim() == 0);
+  CHECK_FALSE(out.reconstruction.defined());  // features have no pixel space
+  CHECK(out.mask.equal(mask));
+
+  // By hand: an independent TeacherTarget on the same teacher, the student's masked features, the head.
+  const simmim::TeacherTarget reference(teacher, simmim::TeacherTargetOptions::mask_distill());
+  const torch::Tensor targets = reference.compute(images, 16);
+  REQUIRE(targets.sizes() == torch::IntArrayRef({2, 6, 32}));
+  torch::Tensor h = student->forward_features(images, mask);  // [2, 16, 2, 3]
+  if (hidden > 0) {
+    auto conv = model->head[0]->as<torch::nn::Conv2dImpl>();
+    REQUIRE(conv->weight.sizes() == torch::IntArrayRef({8, 16, 1, 1}));
+    h = torch::gelu(conv->forward(h));
+  }
+  auto last = model->head[hidden > 0 ? 2 : 0]->as<simmim::SimMIMHeadImpl>();
+  REQUIRE(last->conv->weight.sizes() == torch::IntArrayRef({32, hidden > 0 ? 8 : 16, 1, 1}));
+  const torch::Tensor pred = last->forward(h).flatten(2).transpose(1, 2);  // [2, 6, 32]
+  CHECK(torch::allclose(out.loss, smooth_l1_masked(pred, targets, mask), 1e-5, 1e-6));
+  CHECK(torch::allclose(model->teacher_targets(images, {2, 3}), targets));
+
+  // The teacher is neither a parameter nor a child: checkpoints and optimizers see the student and head.
+  for (const auto& p : model->named_parameters())
+    CHECK((p.key().rfind("encoder.", 0) == 0 || p.key().rfind("head.", 0) == 0));
+  CHECK(model->named_parameters().size() == student->parameters().size() + (hidden > 0 ? 4 : 2));
+}
+
+TEST_CASE("Distiller: the teacher gets no gradient and stays unchanged; the student learns", "[distill]") {
+  torch::manual_seed(22);
+  simmim::VisionTransformer teacher(simmim_test::tiny_vit({32, 48}, 16));
+  simmim::VisionTransformer student(tiny_student({32, 48}, 16));
+  std::vector<torch::Tensor> before;
+  for (const auto& p : teacher->parameters()) before.push_back(p.detach().clone());
+  const auto loss_kind = GENERATE(LossKind::kSmoothL1, LossKind::kCosine);
+  simmim::Distiller model(teacher, student,
+                          simmim::DistillerOptions().target(simmim::TeacherTargetOptions().loss(loss_kind)));
+  model->train();
+  CHECK_FALSE(teacher->is_training());  // train() of the model does not reach the teacher
+  torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(3e-3));
+  const torch::Tensor images = torch::rand({4, 3, 32, 48});
+  const torch::Tensor mask = simmim_test::random_mask(4, {2, 3}, 4);
+  double first = 0, last = 0;
+  for (int step = 0; step < 40; ++step) {
+    opt.zero_grad();
+    const torch::Tensor loss = model(images, mask).loss;
+    loss.backward();
+    opt.step();
+    (step == 0 ? first : last) = loss.item<double>();
+  }
+  CHECK(last < 0.5 * first);
+  for (const auto& p : teacher->parameters()) {
+    CHECK_FALSE(p.requires_grad());
+    CHECK_FALSE(p.grad().defined());
+  }
+  size_t i = 0;
+  for (const auto& p : teacher->parameters()) CHECK(p.equal(before[i++]));
+  CHECK(student->patch_embed->proj->weight.grad().defined());
+}
+
+TEST_CASE("Distiller: a student grid other than the teacher's is rejected, or resampled", "[distill]") {
+  torch::manual_seed(23);
+  const torch::Tensor images = torch::rand({2, 3, 32, 48});
+  SECTION("student patch 8 (4 x 6 tokens) on a teacher of stride 16 (2 x 3)") {
+    simmim::VisionTransformer teacher(simmim_test::tiny_vit({32, 48}, 16));
+    simmim::VisionTransformer student(tiny_student({32, 48}, 8));
+    const torch::Tensor mask = simmim_test::random_mask(2, {4, 6}, 12);
+    simmim::Distiller rejecting(teacher, student);
+    REQUIRE_THROWS_WITH(rejecting(images, mask),
+                        ContainsSubstring("simmim::Distiller::teacher_targets: the student's token grid (H / patch) "
+                                          "must be the teacher's grid (H / stride) 2x3, or DistillerOptions::resample "
+                                          "set to GridResample::kBilinear or kArea; got 4x6 (student patch 8, teacher "
+                                          "stride 16, images [2, 3, 32, 48])"));
+    simmim::Distiller bilinear(teacher, student, simmim::DistillerOptions().resample(simmim::GridResample::kBilinear));
+    const simmim::TeacherTarget reference(teacher, simmim::TeacherTargetOptions::mask_distill());
+    const torch::Tensor coarse = reference.compute(images, 16).transpose(1, 2).reshape({2, 32, 2, 3});
+    const torch::Tensor expected =
+        torch::upsample_bilinear2d(coarse, {4, 6}, /*align_corners=*/false).flatten(2).transpose(1, 2);
+    const torch::Tensor t = bilinear->teacher_targets(images, {4, 6});
+    CHECK(t.sizes() == torch::IntArrayRef({2, 24, 32}));
+    CHECK(torch::allclose(t, expected, 1e-5, 1e-6));
+    const auto out = bilinear(images, mask);
+    CHECK(std::isfinite(out.loss.item<double>()));
+    CHECK(bilinear->head[0]->as<simmim::SimMIMHeadImpl>()->conv->weight.size(0) == 32);
+  }
+  SECTION("student patch 16 (2 x 3) on a teacher of stride 8 (4 x 6): area is the mean of 2 x 2 cells") {
+    simmim::VisionTransformer teacher(simmim_test::tiny_vit({32, 48}, 8));
+    simmim::VisionTransformer student(tiny_student({32, 48}, 16));
+    simmim::Distiller area(teacher, student, simmim::DistillerOptions().resample(simmim::GridResample::kArea));
+    const simmim::TeacherTarget reference(teacher, simmim::TeacherTargetOptions::mask_distill());
+    const torch::Tensor fine = reference.compute(images, 8).reshape({2, 2, 2, 3, 2, 32});  // rows (2, 2), cols (3, 2)
+    const torch::Tensor expected = fine.mean({2, 4}).reshape({2, 6, 32});
+    CHECK(torch::allclose(area->teacher_targets(images, {2, 3}), expected, 1e-5, 1e-6));
+    CHECK(std::isfinite(area(images, simmim_test::random_mask(2, {2, 3}, 3)).loss.item<double>()));
+  }
+}
+
+TEST_CASE("Distiller: bad input is refused with simmim's messages", "[distill]") {
+  torch::manual_seed(24);
+  simmim::VisionTransformer teacher(simmim_test::tiny_vit({32, 48}, 16));
+  simmim::VisionTransformer student(tiny_student({32, 48}, 16));
+  simmim::Distiller model(teacher, student);
+  const torch::Tensor mask = simmim_test::random_mask(2, {2, 3}, 3);
+  REQUIRE_THROWS_WITH(model(torch::rand({2, 1, 32, 48}), mask),
+                      ContainsSubstring("simmim::Distiller::forward: images must be a non-empty [B, 3, H, W] with H, W "
+                                        "divisible by the student's stride 16 and patch size 16 and by the teacher's "
+                                        "stride 16; got Float tensor [2, 1, 32, 48] on cpu"));
+  REQUIRE_THROWS_WITH(model(torch::rand({2, 3, 32, 48}), mask.narrow(2, 0, 2)),
+                      ContainsSubstring("simmim::Distiller::forward: mask must be [B, H/p, W/p] = [2, 2, 3] (p = the "
+                                        "student's patch 16); got Bool tensor [2, 2, 2] on cpu"));
+  REQUIRE_THROWS_WITH(model(torch::zeros({2, 3, 32, 48}, torch::kLong), mask),
+                      ContainsSubstring("images must be a floating-point tensor"));
+  REQUIRE_THROWS_WITH(simmim::Distiller(teacher, student, simmim::DistillerOptions().head_hidden_dim(-1)),
+                      ContainsSubstring("simmim::Distiller: options.head_hidden_dim must be >= 0 (0: a linear head); "
+                                        "got -1"));
+  REQUIRE_THROWS_WITH(
+      simmim::Distiller(teacher, student, simmim::DistillerOptions().resample(static_cast<simmim::GridResample>(7))),
+      ContainsSubstring("options.resample must be GridResample::kReject, kBilinear or kArea; got GridResample(7)"));
+  REQUIRE_THROWS_WITH(simmim::Distiller(teacher, teacher),
+                      ContainsSubstring("simmim::Distiller: student must be a module other than the teacher"));
+  REQUIRE_THROWS_WITH(simmim::Distiller(teacher, simmim::VisionTransformer(tiny_student({32, 48}, 16).in_chans(1))),
+                      ContainsSubstring("simmim::Distiller: student must be the teacher's in_channels 3; got 1"));
+  REQUIRE_THROWS_WITH(simmim::Distiller(teacher, student,
+                                        simmim::DistillerOptions().target(
+                                            simmim::TeacherTargetOptions().loss(LossKind::kCrossEntropy))),
+                      ContainsSubstring("simmim::TeacherTarget: options.loss must be LossKind::kSmoothL1, kL2, kL1 or "
+                                        "kCosine"));
+  REQUIRE_THROWS_WITH(simmim::Distiller(teacher.ptr(), std::shared_ptr<simmim::VisionTransformerImpl>()),
+                      ContainsSubstring("simmim::Distiller: student must be a module; got a null pointer"));
+}
+
+TEST_CASE("Distiller: deterministic under a seed; clone() gets its own student", "[distill]") {
+  const torch::Tensor images = torch::rand({3, 3, 32, 48}, simmim::make_generator(5));
+  const torch::Tensor mask = torch::rand({3, 2, 3}, simmim::make_generator(6)) < 0.6;
+  torch::manual_seed(25);
+  simmim::VisionTransformer teacher(simmim_test::tiny_vit({32, 48}, 16));
+  const auto run = [&] {
+    torch::manual_seed(26);
+    simmim::Distiller model(teacher, simmim::VisionTransformer(tiny_student({32, 48}, 16)),
+                            simmim::DistillerOptions().head_hidden_dim(8));
+    torch::optim::AdamW opt(model->parameters(), torch::optim::AdamWOptions(1e-3));
+    std::vector<double> losses;
+    for (int step = 0; step < 3; ++step) {
+      opt.zero_grad();
+      const torch::Tensor loss = model(images, mask).loss;
+      loss.backward();
+      opt.step();
+      losses.push_back(loss.item<double>());
+    }
+    return std::make_pair(losses, model);
+  };
+  auto [losses_a, model_a] = run();
+  auto [losses_b, model_b] = run();
+  CHECK(losses_a == losses_b);
+  const auto pa = model_a->named_parameters(), pb = model_b->named_parameters();
+  for (const auto& p : pa) CHECK(p.value().equal(pb[p.key()]));
+
+  const auto copy = std::dynamic_pointer_cast<simmim::DistillerImpl>(model_a->clone());
+  REQUIRE(copy != nullptr);
+  CHECK(copy->student() != model_a->student());
+  CHECK(copy->teacher() == model_a->teacher());  // frozen, shared
+  torch::NoGradGuard no_grad;
+  CHECK(copy->forward(images, mask).loss.equal(model_a->forward(images, mask).loss));
+}
+
+TEST_CASE("Distiller: a bf16 teacher (floating tensors only; the index buffers stay int64)", "[distill]") {
+  torch::manual_seed(27);
+  simmim::VisionTransformer teacher(
+      simmim_test::tiny_vit({32, 48}, 16).rel_pos_bias(simmim::RelPosBias::kShared).pos_embed(simmim::PosEmbedKind::kNone));
+  simmim::VisionTransformer student(tiny_student({32, 48}, 16));
+  const torch::Tensor images = torch::rand({2, 3, 32, 48});
+  const torch::Tensor mask = simmim_test::random_mask(2, {2, 3}, 3);
+  torch::Tensor float_targets;
+  {
+    simmim::Distiller fp32(teacher, student, simmim::DistillerOptions().teacher_precision(simmim::TeacherPrecision::kAuto));
+    CHECK(fp32->teacher_dtype(torch::kCPU) == torch::kFloat);  // kAuto: float32 on the CPU
+    CHECK(fp32->teacher_dtype(torch::Device(torch::kCUDA)) == torch::kBFloat16);
+    float_targets = fp32->teacher_targets(images, {2, 3});
+  }
+  simmim::Distiller bf16(teacher, student, simmim::DistillerOptions().teacher_precision(simmim::TeacherPrecision::kBFloat16));
+  bool has_index = false;
+  for (const auto& b : teacher->named_buffers()) {
+    if (b.key().find("relative_position_index") != std::string::npos) {
+      has_index = true;
+      CHECK(b.value().scalar_type() == torch::kLong);
+    }
+  }
+  CHECK(has_index);
+  for (const auto& p : teacher->parameters()) CHECK(p.scalar_type() == torch::kBFloat16);
+  bf16->to(torch::kCPU);  // moving the model keeps the teacher's precision
+  for (const auto& p : teacher->parameters()) CHECK(p.scalar_type() == torch::kBFloat16);
+  const torch::Tensor t = bf16->teacher_targets(images, {2, 3});
+  CHECK(t.scalar_type() == torch::kFloat);
+  // Layer-normalized features: unit scale, so bf16's 8 bits of mantissa show as errors of a few hundredths.
+  CHECK((t - float_targets).abs().max().item<double>() < 0.25);
+  for (const auto& p : student->parameters()) CHECK(p.scalar_type() == torch::kFloat);
+  const auto out = bf16(images, mask);
+  CHECK(out.loss.scalar_type() == torch::kFloat);
+  out.loss.backward();
+  CHECK(student->patch_embed->proj->weight.grad().defined());
+}

@@ -23,6 +23,7 @@
 #include "../support/scratch_dir.hpp"
 #include "simmim/encoder/swin.hpp"
 #include "simmim/masking/mask_factory.hpp"
+#include "simmim/model/distiller.hpp"
 #include "simmim/train/model_spec.hpp"
 #include "simmim/train/optimizer_step.hpp"
 #include "simmim/train/pretrain.hpp"
@@ -235,6 +236,37 @@ TEST_CASE("pretrain: resume refuses a run whose settings differ, naming the sett
                       ContainsSubstring("simmim::pretrain: options.out must be a folder that can be created and "
                                         "written; got '") &&
                           ContainsSubstring("a_file/run"));
+}
+
+TEST_CASE("pretrain trains a Distiller: its checkpoint holds the student, which a sized ModelSpec rebuilds",
+          "[train][pretrain][distill]") {
+  const auto data = synthetic_split();
+  auto masks = simmim_masks();
+  const auto dir = scratch_dir("pretrain_distill");
+  torch::manual_seed(0);
+  simmim::VisionTransformer teacher(mnist_spec().encoder_options());
+  std::vector<at::Tensor> teacher_before = params_of(*teacher);
+  simmim::ModelSpec spec = mnist_spec("distill");
+  spec.embed_dim = 32;
+  spec.depth = 2;
+  spec.num_heads = 2;
+  CHECK(spec.to_json().at("embed_dim") == 32);
+  CHECK_FALSE(mnist_spec().to_json().contains("embed_dim"));  // a preset's description is unchanged
+  CHECK(simmim::ModelSpec::from_json(spec.to_json()).encoder_options().embed_dim() == 32);
+  simmim::VisionTransformer student(spec.encoder_options());
+  simmim::Distiller model(teacher, student);
+  const auto r = simmim::pretrain(model, *masks, data, quick_options(dir, 4).settings({{"model", spec.to_json()}}), nullptr);
+  CHECK(std::isfinite(r.loss_ema));
+  CHECK_FALSE(std::filesystem::exists(dir / "reconstruction.png"));  // features: no picture
+  CHECK(all_equal(params_of(*teacher), teacher_before));
+  const std::string ckpt = (dir / "checkpoint.pt").string();
+  auto encoder = simmim::load_pretrained_encoder(ckpt);
+  CHECK(encoder->options.embed_dim() == 32);
+  CHECK(encoder->blocks->size() == 2);
+  CHECK(torch::equal(encoder->named_parameters()["patch_embed.proj.weight"],
+                     student->named_parameters()["patch_embed.proj.weight"]));
+  REQUIRE_THROWS_WITH(simmim::load_pretrain_model(ckpt),
+                      ContainsSubstring("simmim::load_pretrain_model: path must be a SimMIM or MAE checkpoint"));
 }
 
 TEST_CASE("pretrain runs MAE through the same loop", "[train][pretrain]") {

@@ -1,6 +1,6 @@
 #pragma once
-// A pretraining model described by name: its kind (simmim, mae), an encoder preset (mnist, tiny, small,
-// base), image size, patch size and channels. It builds the model and its encoder, and travels as JSON in
+// A pretraining model described by name: its kind (simmim, mae, distill), an encoder preset (mnist, tiny,
+// small, base) with its width, depth and heads optionally overridden, image size, patch size and channels. It builds the model and its encoder, and travels as JSON in
 // a checkpoint's metadata, so a probe or a fine-tune rebuilds the pretrained encoder from the file alone
 // (load_pretrained_encoder), or the whole pretraining model at any image size (load_pretrain_model: for
 // inpainting).
@@ -23,10 +23,16 @@
 SIMMIM_NAMESPACE_BEGIN
 
 struct ModelSpec {
-  std::string kind = "simmim";   // simmim | mae: the model, and the encoder's flavour (positions, init, token)
+  // simmim | mae | distill: the model, and the encoder's flavour (positions, init, token). A distill
+  // checkpoint's encoder is a student pretrained by simmim::Distiller; its encoder is SimMIM's flavour.
+  std::string kind = "simmim";
   std::string preset = "mnist";  // mnist (28 px, patch 7, 128 wide, depth 4) | tiny | small | base
   int64_t image_size = 28;
   int64_t patch_size = 0;  // 0: the preset's (7 for mnist, 16 otherwise)
+  // The preset's encoder made narrower, shallower or with other heads (a distilled student); 0: the preset's.
+  int64_t embed_dim = 0;
+  int64_t depth = 0;
+  int64_t num_heads = 0;
   int64_t in_chans = 1;
   bool norm_pix = false;  // mae: trained on per-patch normalized targets (MAEOptions::norm_pix_loss)
   // false when read from a description written before norm_pix was recorded (an MAE's is then unknown)
@@ -37,11 +43,15 @@ struct ModelSpec {
   // The preset's patch where none was chosen. Errors on an unknown kind or preset.
   ModelSpec& resolve() {
     constexpr const char* api = "simmim::ModelSpec";
-    SIMMIM_CHECK_VALUE(kind == "simmim" || kind == "mae", api, "kind", "simmim or mae", "'" + kind + "'");
+    SIMMIM_CHECK_VALUE(kind == "simmim" || kind == "mae" || kind == "distill", api, "kind", "simmim, mae or distill",
+                       "'" + kind + "'");
     SIMMIM_CHECK_VALUE(known_preset(preset), api, "preset", "one of mnist, tiny, small, base", "'" + preset + "'");
     SIMMIM_CHECK_VALUE(image_size > 0, api, "image_size", "positive", image_size);
     SIMMIM_CHECK_VALUE(in_chans > 0, api, "in_chans", "positive", in_chans);
     SIMMIM_CHECK_VALUE(patch_size >= 0, api, "patch_size", "non-negative (0: the preset's)", patch_size);
+    SIMMIM_CHECK_VALUE(embed_dim >= 0, api, "embed_dim", "non-negative (0: the preset's)", embed_dim);
+    SIMMIM_CHECK_VALUE(depth >= 0, api, "depth", "non-negative (0: the preset's)", depth);
+    SIMMIM_CHECK_VALUE(num_heads >= 0, api, "num_heads", "non-negative (0: the preset's)", num_heads);
     if (patch_size == 0) patch_size = preset == "mnist" ? 7 : 16;
     return *this;
   }
@@ -50,6 +60,10 @@ struct ModelSpec {
     nlohmann::json j{{"kind", kind}, {"preset", preset}, {"image_size", image_size}, {"patch_size", patch_size},
                      {"in_chans", in_chans}};
     if (kind == "mae") j["norm_pix"] = norm_pix;
+    // Written only when set, so the description of a preset's model (and a resume's comparison) is unchanged.
+    if (embed_dim > 0) j["embed_dim"] = embed_dim;
+    if (depth > 0) j["depth"] = depth;
+    if (num_heads > 0) j["num_heads"] = num_heads;
     return j;
   }
   static ModelSpec from_json(const nlohmann::json& j) {
@@ -64,6 +78,13 @@ struct ModelSpec {
     s.image_size = j.at("image_size").get<int64_t>();
     s.patch_size = j.at("patch_size").get<int64_t>();
     s.in_chans = j.at("in_chans").get<int64_t>();
+    for (const auto& [key, field] : {std::pair<const char*, int64_t*>{"embed_dim", &s.embed_dim},
+                                     {"depth", &s.depth},
+                                     {"num_heads", &s.num_heads}}) {
+      if (!j.contains(key)) continue;
+      SIMMIM_CHECK(j.at(key).is_number_integer(), api, key, "an integer", j.at(key).dump());
+      *field = j.at(key).get<int64_t>();
+    }
     if (j.contains("norm_pix")) {
       SIMMIM_CHECK(j.at("norm_pix").is_boolean(), api, "norm_pix", "true or false", j.at("norm_pix").dump());
       s.norm_pix = j.at("norm_pix").get<bool>();
@@ -89,7 +110,15 @@ struct ModelSpec {
     } else {
       o = VisionTransformerOptions::base(img, s.patch_size);
     }
-    return o.in_chans(s.in_chans);
+    return s.sized(o).in_chans(s.in_chans);
+  }
+
+  // The width, depth and heads set here on top of a preset's encoder options.
+  VisionTransformerOptions sized(VisionTransformerOptions o) const {
+    if (embed_dim > 0) o.embed_dim(embed_dim);
+    if (depth > 0) o.depth(depth);
+    if (num_heads > 0) o.num_heads(num_heads);
+    return o;
   }
 
   SimMIMOptions simmim_options() const {
@@ -97,6 +126,7 @@ struct ModelSpec {
     s.resolve();
     SimMIMOptions o(SimMIMOptions::simmim_encoder(vit_options()));
     if (s.preset == "base") o = SimMIMOptions::vit_base(Size2d(s.image_size), s.patch_size);
+    o.encoder(s.sized(o.encoder()));
     o.encoder().in_chans(s.in_chans);
     return o;
   }
@@ -116,6 +146,7 @@ struct ModelSpec {
     } else {
       o = MAEOptions::vit_base(img, s.patch_size);
     }
+    o.encoder(s.sized(o.encoder()));
     o.encoder().in_chans(s.in_chans);
     return o.norm_pix_loss(s.norm_pix);
   }
@@ -131,7 +162,8 @@ struct ModelSpec {
     return "simmim:ratio=0.6,mask_patch=" + std::to_string(cell);
   }
 
-  // The encoder alone, as the pretraining model of `kind` builds it (MAE's has no mask token).
+  // The encoder alone, as the pretraining model of `kind` builds it (MAE's has no mask token; a distilled
+  // student is SimMIM's encoder).
   VisionTransformerOptions encoder_options() const {
     ModelSpec s = *this;
     s.resolve();
@@ -184,6 +216,10 @@ inline PretrainModel load_pretrain_model(const std::string& path, Size2d image_s
   constexpr const char* api = "simmim::load_pretrain_model";
   PretrainModel m;
   m.spec = checkpoint_model_spec(path);
+  SIMMIM_CHECK(m.spec.kind != "distill", api, "path",
+               "a SimMIM or MAE checkpoint (a Distiller's predicts its teacher's features, not pixels; its "
+               "student encoder loads with load_pretrained_encoder)",
+               "'" + path + "' of kind distill");
   SIMMIM_CHECK(m.spec.norm_pix_recorded, api, "path",
                "an MAE checkpoint whose model description records \"norm_pix\" (true or false)",
                "'" + path + "', which does not (written before simmim recorded it)");

@@ -255,6 +255,8 @@ PretrainResult pretrain(Model& model, const MaskGenerator& masks, const DataSpli
     model->eval();
     const PretrainOutput p = model->forward(preview, preview_masks);
     model->train();
+    // A model whose target has no pixel space (HOG, a teacher's features) has nothing to picture.
+    if (!p.reconstruction.defined()) return;
     write_reconstruction_grid(path, preview, p.mask, p.reconstruction.to(at::kFloat),
                               ReconstructionGridOptions().mean(data.mean).stddev(data.stddev).scale(
                                   std::max<int64_t>(1, 96 / std::max<int64_t>(1, data.image_size.h))));
