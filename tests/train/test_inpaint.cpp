@@ -73,6 +73,14 @@ TEST_CASE("inpaint keeps the visible pixels bit for bit and fills only the regio
   REQUIRE(torch::equal(rp.patch_mask, drawn.mask.to(torch::kBool)));
   REQUIRE(torch::equal(rp.filled.squeeze(1), drawn.mask.to(torch::kBool).repeat_interleave(7, 1).repeat_interleave(7, 2)));
   REQUIRE(torch::equal(rp.images.masked_select(~rp.filled), images.masked_select(~rp.filled)));
+
+  // A model kept in bf16 gets its input in bf16; the result is in the images' dtype, visible bits kept.
+  auto half_model = small_simmim();
+  half_model->to(torch::kBFloat16);
+  const auto rh = simmim::inpaint(half_model, images, simmim::InpaintRegion::patches(drawn.mask), opts);
+  REQUIRE(rh.images.scalar_type() == at::kFloat);
+  REQUIRE(torch::equal(rh.images.masked_select(~rh.filled), images.masked_select(~rh.filled)));
+  REQUIRE(torch::allclose(rh.prediction, rp.prediction, 0.05, 0.05));
 }
 
 TEST_CASE("inpaint pads to the patch and crops back; MAE with different counts per image", "[train][inpaint]") {

@@ -209,9 +209,13 @@ inline InpaintResult inpaint(const InpaintModel& model, const at::Tensor& images
   const int64_t B = images.size(0), C = images.size(1);
   const Size2d image(images.size(2), images.size(3));
   const Size2d padded = padded_size(image, model.multiple);
+  // The model's device, and the floating dtype its parameters are kept in (a model kept in bf16 gets
+  // bf16 input; everything before and after the forward is float).
   at::Device device = images.device();
+  at::ScalarType model_dtype = at::kFloat;
   for (const auto& p : model.module->parameters()) {
     device = p.device();
+    if (at::isFloatingType(p.scalar_type())) model_dtype = p.scalar_type();
     break;
   }
   const bool is_byte = images.scalar_type() == at::kByte;
@@ -250,15 +254,20 @@ inline InpaintResult inpaint(const InpaintModel& model, const at::Tensor& images
     const bool was_training = model.module->is_training();
     model.module->eval();
     try {
-      const at::Tensor counts = patch_mask.view({B, -1}).sum(1);
-      if (model.equal_mask_counts && B > 1 && !counts.eq(counts[0]).all().item<bool>()) {
+      const at::Tensor input = x.to(model_dtype);
+      // MAE needs the same number of masked patches in every image of a batch: else image by image.
+      const bool split = model.equal_mask_counts && B > 1 && [&] {
+        const at::Tensor counts = patch_mask.view({B, -1}).sum(1);
+        return !counts.eq(counts[0]).all().item<bool>();
+      }();
+      if (split) {
         std::vector<at::Tensor> parts;
         for (int64_t i = 0; i < B; ++i) {
-          parts.push_back(model.forward(x.narrow(0, i, 1), MaskBatch(patch_mask.narrow(0, i, 1))).reconstruction);
+          parts.push_back(model.forward(input.narrow(0, i, 1), MaskBatch(patch_mask.narrow(0, i, 1))).reconstruction);
         }
         recon = at::cat(parts, 0);
       } else {
-        recon = model.forward(x, MaskBatch(patch_mask)).reconstruction;
+        recon = model.forward(input, MaskBatch(patch_mask)).reconstruction;
       }
     } catch (...) {
       model.module->train(was_training);
