@@ -22,7 +22,7 @@ endif()
 # (Release: -O3, what a user runs and what the figures are measured with); the tests and the programs the
 # tests run build at SIMMIM_TEST_OPTIMIZE (default -O1). A test checks results, not speed: at -O1 a test TU
 # compiles in about a third of the -O3 time here (test_core.cpp: 22 s vs 60 s of CPU), which is most of
-# CI's time on 2 cores, and the tests run as fast (their time is LibTorch's ops and our kernels at small
+# CI's time on 2 cores, and the tests run about as fast (their time is LibTorch's ops and our kernels at small
 # sizes). IEEE semantics do not depend on -O (no -ffast-math anywhere), so the kernels compute the same
 # values at both levels; the examples' smoke tests run the -O3 build of the same headers.
 set(SIMMIM_TEST_OPTIMIZE "-O1" CACHE STRING
@@ -43,12 +43,11 @@ target_precompile_headers(simmim_pch_test PRIVATE <torch/torch.h>)
 
 # simmim_dev_target(<target> [TEST]): flags + the shared precompiled header; TEST: the tests' level.
 function(simmim_dev_target target)
+  target_link_libraries(${target} PRIVATE simmim_dev_flags)
   if("TEST" IN_LIST ARGN)
-    target_link_libraries(${target} PRIVATE simmim_dev_flags)
     target_compile_options(${target} PRIVATE ${simmim_test_opt})
     target_precompile_headers(${target} REUSE_FROM simmim_pch_test)
   else()
-    target_link_libraries(${target} PRIVATE simmim_dev_flags)
     target_precompile_headers(${target} REUSE_FROM simmim_pch)
   endif()
 endfunction()

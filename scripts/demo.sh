@@ -50,12 +50,18 @@ echo "demo: pretraining SimMIM on Fashion-MNIST ($steps steps of $batch images) 
 "$ex/02_pretrain_simmim/simmim_02_pretrain_simmim" --device "$device" --seed "$seed" --steps "$steps" \
   --batch-size "$batch" --grid-every $((steps / 4 > 0 ? steps / 4 : 1)) --log-every 50 --out "$out/simmim"
 
-probe() {  # probe <name> <flags...>: runs the linear probe, keeps its output in $out/probe_<name>.log, sets $acc
-  local log="$out/probe_$1.log"
+run_for_acc() {  # run_for_acc <log> <json key> <program> <args...>: runs it, keeps its output in <log>, sets $acc
+  local log="$1" key="$2"
+  shift 2
+  "$@" | tee "$log"
+  acc=$(tail -n 1 "$log" | sed -n "s/.*\"$key\":\\([0-9.eE+-]*\\).*/\\1/p")
+  [ -n "$acc" ] || { echo "demo: no \"$key\" in the last line of $log" >&2; exit 1; }
+}
+probe() {  # probe <name> <flags...>: the linear probe, output in $out/probe_<name>.log, sets $acc
+  local name="$1"
   shift
-  "$ex/04_linear_probe/simmim_04_linear_probe" --device "$device" --seed "$seed" --limit "$probe_limit" "$@" | tee "$log"
-  acc=$(tail -n 1 "$log" | sed -n 's/.*"probe_acc":\([0-9.eE+-]*\).*/\1/p')
-  [ -n "$acc" ] || { echo "demo: no accuracy in the probe's last line ($log)" >&2; exit 1; }
+  run_for_acc "$out/probe_$name.log" probe_acc "$ex/04_linear_probe/simmim_04_linear_probe" --device "$device" \
+    --seed "$seed" --limit "$probe_limit" "$@"
 }
 echo "demo: linear probe on the pretrained encoder"
 probe pretrained --checkpoint "$out/simmim/checkpoint.pt" --features "$features"
@@ -72,12 +78,11 @@ awk -v p="$acc_pretrained" -v r="$acc_random" -v x="$acc_raw" 'BEGIN {
          100 * p, 100 * r, 100 * x, 100 * (p - r), 100 * (p - x) }'
 json_finetune=""
 if [ "$finetune_epochs" -gt 0 ]; then
-  finetune() {  # finetune <name> <flags...>: fine-tunes, keeps the output in $out/finetune_<name>.log, sets $acc
-    local log="$out/finetune_$1.log"
+  finetune() {  # finetune <name> <flags...>: fine-tuning, output in $out/finetune_<name>.log, sets $acc
+    local name="$1"
     shift
-    "$ex/05_finetune/simmim_05_finetune" --device "$device" --seed "$seed" --epochs "$finetune_epochs" "$@" | tee "$log"
-    acc=$(tail -n 1 "$log" | sed -n 's/.*"finetune_acc":\([0-9.eE+-]*\).*/\1/p')
-    [ -n "$acc" ] || { echo "demo: no accuracy in the fine-tuning's last line ($log)" >&2; exit 1; }
+    run_for_acc "$out/finetune_$name.log" finetune_acc "$ex/05_finetune/simmim_05_finetune" --device "$device" \
+      --seed "$seed" --epochs "$finetune_epochs" "$@"
   }
   echo "demo: fine-tuning the pretrained encoder ($finetune_epochs epochs)"
   finetune pretrained --checkpoint "$out/simmim/checkpoint.pt"
@@ -91,6 +96,6 @@ if [ "$finetune_epochs" -gt 0 ]; then
   json_finetune=$(printf ', "finetune_epochs": %s, "finetune_acc_pretrained": %s, "finetune_acc_random": %s' \
     "$finetune_epochs" "$ft_pretrained" "$ft_random")
 fi
-echo "demo: reconstructions in $out/simmim/reconstruction*.png (rows: original | masked | reconstruction), metrics in $out/simmim/metrics.jsonl (curve: $out/simmim/loss.png), masks in $out/masks.png, per-class reports in $out/probe_*.log"
+echo "demo: reconstructions in $out/simmim/reconstruction*.png (rows: original | masked | reconstruction), metrics in $out/simmim/metrics.jsonl (curve: $out/simmim/loss.png), masks in $out/masks.png, per-class reports in $out/probe_*.log (and finetune_*.log)"
 printf '{"probe_acc_pretrained": %s, "probe_acc_random": %s, "probe_acc_raw_pixels": %s%s}\n' "$acc_pretrained" "$acc_random" \
   "$acc_raw" "$json_finetune"
