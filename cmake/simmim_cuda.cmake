@@ -20,7 +20,8 @@ endif()
 # include/simmim/kernels/cuda or in the kernels' translation unit fails the configure step.
 if(SIMMIM_TOP_LEVEL)
   file(GLOB _simmim_torch_free ${PROJECT_SOURCE_DIR}/include/simmim/kernels/cuda/*
-                               ${PROJECT_SOURCE_DIR}/src/cuda/masked_loss_kernels.cu)
+                               ${PROJECT_SOURCE_DIR}/src/cuda/masked_loss_kernels.cu
+                               ${PROJECT_SOURCE_DIR}/src/cuda/token_loss_kernels.cu)
   foreach(_f IN LISTS _simmim_torch_free)
     file(STRINGS ${_f} _bad REGEX "^[ \t]*#[ \t]*include[ \t]*[<\"](torch|ATen|c10)/")
     if(_bad)
@@ -70,7 +71,8 @@ if(SIMMIM_HAS_NVCC AND (SIMMIM_TOP_LEVEL OR SIMMIM_HAS_CUDA))
   # in every configuration where nvcc exists (Debian's CPU-only LibTorch included), and the device half of
   # simmim::cuda. Kept away from Torch's targets on purpose: a CUDA Torch's interface flags carry its own
   # architecture list (sm_50 among them, which nvcc 13 no longer knows).
-  add_library(simmim_cuda_kernels OBJECT ${PROJECT_SOURCE_DIR}/src/cuda/masked_loss_kernels.cu)
+  add_library(simmim_cuda_kernels OBJECT ${PROJECT_SOURCE_DIR}/src/cuda/masked_loss_kernels.cu
+                                         ${PROJECT_SOURCE_DIR}/src/cuda/token_loss_kernels.cu)
   target_include_directories(simmim_cuda_kernels PRIVATE ${PROJECT_SOURCE_DIR}/include)
   target_compile_features(simmim_cuda_kernels PRIVATE cuda_std_17)
   set_target_properties(simmim_cuda_kernels PROPERTIES CUDA_ARCHITECTURES "${SIMMIM_CUDA_ARCHITECTURES}"

@@ -2,10 +2,13 @@
 //   simmim_l1/<fused_cuda|reference_cuda>/<B>x<C>x<H>x<W>_p<p>_<dtype>   forward + backward, bool mask
 //   simmim_l1_normpix/fused_cuda/...                                     the same with norm-pix targets
 //   mae_l2_normpix/<fused_cuda|reference_cuda>/<B>x<L>x<D>_<dtype>       MAE's norm-pix loss on tokens
+//   cosine/<fused_cuda|reference_cuda>/<B>x<L>x<D>_<dtype>               kCosine on tokens (teacher features)
+//   cross_entropy/<fused_cuda|reference_cuda>/<B>x<L>x<D>_g<G>_<dtype>   kCrossEntropy, G ids of D / G classes per token
 //   copy/aten_cuda/<B>x<C>x<H>x<W>_<dtype>                                dst.copy_(src): the bandwidth yardstick
 //   simmim_mask/cpu_then_copy_cuda/<B>                                   SimMIM masks for a batch at 192 px, drawn on
 //                                                                        the CPU and copied to the GPU
-// Bytes processed: pred + target read and the gradient written (3 tensors) for the losses; 2 for the copy.
+// Bytes processed: pred + target read and the gradient written (3 tensors) for the losses (the token kinds:
+// pred read, gradient written, target values or int64 ids read); 2 for the copy.
 // Without a CUDA device every benchmark reports an error and nothing runs.
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
@@ -13,6 +16,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -58,6 +62,26 @@ void loss_step(benchmark::State& state, std::vector<int64_t> shape, std::vector<
     simmim::masked_reconstruction_loss(pred, target, mask, options).backward();
   });
   state.SetBytesProcessed(state.iterations() * 3 * pred.numel() * static_cast<int64_t>(pred.element_size()));
+}
+
+// A token kind: kCosine against a target of pred's shape, kCrossEntropy against G class ids per token
+// (groups > 0).
+void token_loss_step(benchmark::State& state, std::vector<int64_t> shape, int64_t groups, torch::ScalarType dtype,
+                     MaskedLossOptions options) {
+  if (!torch::cuda::is_available()) return timed(state, [] {});
+  auto gen = simmim::make_generator(0);
+  const torch::Tensor pred = torch::randn(shape, gen).to(torch::kCUDA, dtype).requires_grad_(true);
+  const torch::Tensor target =
+      groups > 0 ? torch::randint(0, shape[2] / groups, {shape[0], shape[1], groups}, gen, torch::kLong).to(torch::kCUDA)
+                 : torch::randn(shape, gen).to(torch::kCUDA, dtype);
+  const torch::Tensor mask = (torch::rand({shape[0], shape[1]}, gen) < 0.6).to(torch::kCUDA);
+  timed(state, [&] {
+    pred.mutable_grad().reset();
+    simmim::masked_reconstruction_loss(pred, target, mask, options).backward();
+  });
+  const int64_t target_bytes = target.numel() * static_cast<int64_t>(target.element_size());
+  state.SetBytesProcessed(state.iterations() *
+                          (2 * pred.numel() * static_cast<int64_t>(pred.element_size()) + target_bytes));
 }
 
 void copy(benchmark::State& state, std::vector<int64_t> shape, torch::ScalarType dtype) {
@@ -116,6 +140,29 @@ const bool registered = [] {
                                    MaskedLossOptions::mae(true).backend(backend))
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);
+    }
+  }
+  // Token kinds, the CPU benchmark's cases at batch 128: a ViT-B teacher's features under the cosine; BEiT's
+  // 8192 visual tokens (G = 1) and SimMIM's 8 color bins of a 16 x 16 x 3 patch (G = 768) under the
+  // cross-entropy (batch 32 there: 128 x 196 x 8192 logits are 0.8 GB in fp32).
+  for (const auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    for (const auto backend : {Backend::kFusedCUDA, Backend::kReference}) {
+      const std::string backend_name = backend == Backend::kFusedCUDA ? "fused_cuda/" : "reference_cuda/";
+      const std::vector<int64_t> features{128, 196, 768};
+      benchmark::RegisterBenchmark(("cosine/" + backend_name + dims(features) + "_" + dtype_name(dtype)).c_str(),
+                                   token_loss_step, features, int64_t{0}, dtype,
+                                   MaskedLossOptions().kind(simmim::LossKind::kCosine).eps(0).backend(backend))
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+      for (const auto& [logits, groups] : {std::pair<std::vector<int64_t>, int64_t>{{32, 196, 8192}, 1},
+                                           std::pair<std::vector<int64_t>, int64_t>{{32, 196, 6144}, 768}}) {
+        const std::string name = "cross_entropy/" + backend_name + dims(logits) + "_g" + std::to_string(groups) + "_" +
+                                 dtype_name(dtype);
+        benchmark::RegisterBenchmark(name.c_str(), token_loss_step, logits, groups, dtype,
+                                     MaskedLossOptions().kind(simmim::LossKind::kCrossEntropy).eps(0).backend(backend))
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+      }
     }
   }
   benchmark::RegisterBenchmark("simmim_mask/cpu_then_copy_cuda/128", masks_cpu_then_copy, int64_t{128})

@@ -45,9 +45,37 @@ void check_launch(cudaError_t err, const char* api, const char* what) {
               SIMMIM_CUDA_BUILT_FOR, ")");
 }
 
+// The token kinds (kCosine, kCrossEntropy; patchified [B, L, D]): the weight sums, denominator and
+// gradient scale by ATen on the device (fixed-order reductions, no host synchronization), the token pass
+// (loss of each token, gradient), then each sample's token losses summed and the loss finished by ATen:
+// the formula of the CPU glue (dispatch/masked_loss_fused.hpp), with its sums in another fixed order.
+dispatch::FusedLossForward token_loss_forward(const dispatch::MaskedLossProblem& pb, bool want_grad,
+                                              const char* api) {
+  const at::Tensor& pred = pb.pred4;  // [B, D, L, 1]
+  const at::Tensor target = pb.options.kind() == LossKind::kCrossEntropy ? pb.target4.to(at::kLong) : pb.target4;
+  at::Tensor grad, grad4;
+  if (want_grad) {
+    grad = at::empty(pb.pred.sizes(), pb.pred.options());  // [B, L, D], contiguous
+    grad4 = pb.to_view(grad);
+  }
+  const at::Tensor weights = pb.mask3.to(at::toOpMathType(pred.scalar_type()));  // [B, L, 1]
+  const at::Tensor den = pb.denominator(at::sum(weights, {1, 2}, /*keepdim=*/false, at::kDouble));
+  const at::Tensor grad_scale = pb.grad_scale(den);
+  MaskedLossParams P = dispatch::masked_loss_params(pb, pred, target, grad4, weights);
+  P.grad_scale = grad_scale.data_ptr<double>();
+  SIMMIM_CHECK(kernels::cuda::token_loss_launchable(P), api, "pred",
+               "fewer than 2^34 tokens on Backend::kFusedCUDA (use Backend::kReference beyond)", describe(pb.pred));
+  const at::Tensor token_losses = at::empty({pred.size(0), pred.size(2)}, pred.options().dtype(at::kDouble));
+  check_launch(kernels::cuda::token_loss_forward(P, dtype_of(pred.scalar_type()), token_losses.data_ptr<double>(),
+                                                 at::cuda::getCurrentCUDAStream()),
+               api, "the fused CUDA token loss");
+  return {pb.finish(token_losses.sum(1), den), grad};
+}
+
 dispatch::FusedLossForward masked_loss_forward(const dispatch::MaskedLossProblem& pb, bool want_grad,
                                                const char* api) {
   const c10::cuda::CUDAGuard guard(pb.pred.device());
+  if (is_token_kind(pb.options.kind())) return token_loss_forward(pb, want_grad, api);
   const at::Tensor& pred = pb.pred;
   // The gradient is dense in the caller's layout: channels-last images stay channels-last (one vector pass),
   // anything else is contiguous. The backward's scaling relies on it being dense per sample.

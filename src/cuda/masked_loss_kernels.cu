@@ -18,7 +18,7 @@ cudaError_t forward_of(const MaskedLossParams& P, const PassPlan& plan, cudaStre
       return launch_masked_loss<T, LossKind::kL2>(P, plan, stream);
     case LossKind::kSmoothL1:
       return launch_masked_loss<T, LossKind::kSmoothL1>(P, plan, stream);
-    default:  // the token kinds (kCosine, kCrossEntropy) have no CUDA pass: the dispatch runs the reference
+    default:  // the token kinds (kCosine, kCrossEntropy) run token_loss_forward (token_loss_kernels.cu)
       break;
   }
   return cudaErrorInvalidValue;

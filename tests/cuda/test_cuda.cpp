@@ -1,7 +1,8 @@
 // The fused CUDA backend (simmim::cuda): registration (runs anywhere this program is built, no GPU needed),
 // and, tagged [cuda] (skipped where no GPU is), equality with the reference on 1000 random cases across
 // dtypes, layouts, strides and odd sizes, gradcheck in double, bitwise-identical repeats, no host
-// synchronization, and a SimMIM training step captured in a CUDA graph. [sanitize] marks the small cases
+// synchronization, and a SimMIM training step captured in a CUDA graph; the same for the token kinds'
+// pass (kCosine, kCrossEntropy). [sanitize] marks the small cases
 // scripts/gpu-check.sh runs under compute-sanitizer.
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
@@ -13,11 +14,15 @@
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/generators/catch_generators.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
+#include <cmath>
+#include <exception>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "../loss/loss_cases.hpp"
 #include "../loss/loss_test_util.hpp"
+#include "../loss/token_cases.hpp"
 #include "simmim/simmim.hpp"
 
 using Catch::Matchers::ContainsSubstring;
@@ -74,26 +79,134 @@ TEST_CASE("kAuto picks fused CUDA for CUDA tensors", "[cuda][sanitize]") {
   LOSS_CHECK_CLOSE(pred.grad(), ref.grad_pred, loss_test::same_dtype_tolerance(torch::kFloat));
 }
 
-TEST_CASE("token kinds on CUDA tensors: kAuto runs the reference (no CUDA pass), equal to the CPU's fused pass",
-          "[cuda]") {
+TEST_CASE("token kinds on CUDA tensors: kAuto keeps the reference, kFusedCUDA runs the token pass, both equal "
+          "to the CPU's fused pass",
+          "[cuda][sanitize]") {
   SIMMIM_REQUIRE_GPU();
   const auto kind = GENERATE(LossKind::kCosine, LossKind::kCrossEntropy);
+  const int64_t K = GENERATE(8, 40);  // kCrossEntropy: a group per lane, and a group per warp
+  if (kind == LossKind::kCosine && K == 40) SKIP("one cosine case is enough");
+  INFO(kind << " K=" << K);
   auto gen = simmim::make_generator(21);
-  const torch::Tensor pred = torch::randn({3, 49, 24}, gen);
-  const torch::Tensor target = kind == LossKind::kCosine ? torch::randn({3, 49, 24}, gen)
-                                                         : torch::randint(0, 8, {3, 49, 3}, gen, torch::kLong);
+  const torch::Tensor pred = torch::randn({3, 49, 3 * K}, gen);
+  const torch::Tensor target = kind == LossKind::kCosine ? torch::randn({3, 49, 3 * K}, gen)
+                                                         : torch::randint(0, K, {3, 49, 3}, gen, torch::kLong);
   const torch::Tensor mask = torch::rand({3, 49}, gen) < 0.6;
   const auto options = MaskedLossOptions().kind(kind).eps(0);
   const auto cpu = loss_test::run_loss(pred, target, mask, MaskedLossOptions(options).backend(Backend::kFusedCPU));
-  const torch::Tensor p = pred.to(torch::kCUDA).requires_grad_(true);
-  const torch::Tensor loss = simmim::masked_reconstruction_loss(p, target.to(torch::kCUDA), mask.to(torch::kCUDA), options);
-  CHECK_THAT(loss.grad_fn()->name(), !ContainsSubstring("FusedMaskedLoss"));
-  loss.backward();
-  LOSS_CHECK_CLOSE(loss.detach().cpu(), cpu.loss, loss_test::same_dtype_tolerance(torch::kFloat));
-  LOSS_CHECK_CLOSE(p.grad().cpu(), cpu.grad_pred, loss_test::same_dtype_tolerance(torch::kFloat));
-  REQUIRE_THROWS_WITH(simmim::masked_reconstruction_loss(p, target.to(torch::kCUDA), mask.to(torch::kCUDA),
-                                                         MaskedLossOptions(options).backend(Backend::kFusedCUDA)),
-                      ContainsSubstring("simmim::cuda has no pass of the token kinds"));
+  for (const Backend backend : {Backend::kAuto, Backend::kFusedCUDA}) {
+    INFO(backend);
+    const torch::Tensor p = pred.to(torch::kCUDA).requires_grad_(true);
+    const torch::Tensor loss = simmim::masked_reconstruction_loss(p, target.to(torch::kCUDA), mask.to(torch::kCUDA),
+                                                                  MaskedLossOptions(options).backend(backend));
+    if (backend == Backend::kAuto) {
+      CHECK_THAT(loss.grad_fn()->name(), !ContainsSubstring("FusedMaskedLoss"));
+    } else {
+      CHECK_THAT(loss.grad_fn()->name(), ContainsSubstring("FusedMaskedLoss"));
+    }
+    loss.backward();
+    LOSS_CHECK_CLOSE(loss.detach().cpu(), cpu.loss, loss_test::same_dtype_tolerance(torch::kFloat));
+    LOSS_CHECK_CLOSE(p.grad().cpu(), cpu.grad_pred, loss_test::same_dtype_tolerance(torch::kFloat));
+  }
+}
+
+TEST_CASE("the fused CUDA token pass equals the reference on 300 random cases", "[cuda]") {
+  SIMMIM_REQUIRE_GPU();
+  std::mt19937 rng(20261127);
+  for (int i = 0; i < 300; ++i) {
+    const loss_test::TokenCase c = loss_test::draw_token_case(rng);
+    INFO("case " << i << ": " << c.str());
+    loss_test::check_token_case(c, 9000 + i, Backend::kFusedCUDA, torch::kCUDA);
+  }
+}
+
+TEST_CASE("gradcheck in double on CUDA: the token kinds' fused pass", "[cuda][gradcheck]") {
+  SIMMIM_REQUIRE_GPU();
+  const auto kind = GENERATE(LossKind::kCosine, LossKind::kCrossEntropy);
+  const auto reduction = GENERATE(LossReduction::kMean, LossReduction::kPerSample);
+  const int64_t K = GENERATE(3, 33);  // kCrossEntropy: a group per lane, a group per warp
+  if (kind == LossKind::kCosine && K == 33) SKIP("one cosine width is enough");
+  INFO(kind << " " << reduction << " K=" << K);
+  auto gen = simmim::make_generator(12);
+  const int64_t B = 2, L = 3, G = 2, D = kind == LossKind::kCosine ? 5 : G * K;
+  const torch::Tensor pred = torch::randn({B, L, D}, gen, torch::kDouble).to(torch::kCUDA).requires_grad_(true);
+  const torch::Tensor target = kind == LossKind::kCosine ? torch::randn({B, L, D}, gen, torch::kDouble).to(torch::kCUDA)
+                                                         : loss_test::random_ids({B, L, G}, K, gen).to(torch::kCUDA);
+  const torch::Tensor weights = torch::rand({B, L}, gen, torch::kDouble).to(torch::kCUDA);
+  const torch::Tensor grad_weights = torch::rand({B}, gen, torch::kDouble).to(torch::kCUDA) + 0.5;
+  const auto options = MaskedLossOptions().kind(kind).reduction(reduction).eps(1e-5).backend(Backend::kFusedCUDA);
+  const auto f = [&](const std::vector<torch::Tensor>& in) {
+    const torch::Tensor loss = simmim::masked_reconstruction_loss(in[0], target, weights, options);
+    return reduction == LossReduction::kPerSample ? loss * grad_weights : loss;
+  };
+  const auto result = simmim_test::gradcheck(f, {pred}, 1e-6, 1e-7, 1e-4);
+  INFO(result.report);
+  CHECK(result.ok);
+}
+
+TEST_CASE("the fused CUDA token pass is deterministic and never synchronizes with the host", "[cuda][sanitize]") {
+  SIMMIM_REQUIRE_GPU();
+  const auto kind = GENERATE(LossKind::kCosine, LossKind::kCrossEntropy);
+  const auto dtype = GENERATE(torch::kFloat, torch::kBFloat16);
+  const int64_t G = GENERATE(1, 96);  // kCrossEntropy: 8192 classes (a warp per group) or 96 x 8 bins per token
+  if (kind == LossKind::kCosine && G == 96) SKIP("one cosine width is enough");
+  INFO(kind << " " << c10::toString(dtype) << " G=" << G);
+  auto gen = simmim::make_generator(23);
+  const int64_t B = 4, L = 49, D = kind == LossKind::kCosine ? 768 : (G == 1 ? 8192 : 96 * 8);
+  const torch::Tensor target = kind == LossKind::kCosine
+                                   ? torch::randn({B, L, D}, gen).to(torch::kCUDA, dtype)
+                                   : loss_test::random_ids({B, L, G}, D / G, gen).to(torch::kCUDA);
+  const torch::Tensor mask = (torch::rand({B, L}, gen) < 0.6).to(torch::kCUDA);
+  const torch::Tensor pred_values = torch::randn({B, L, D}, gen).to(torch::kCUDA, dtype);
+  const auto options = MaskedLossOptions().kind(kind).reduction(LossReduction::kPerSample).backend(Backend::kFusedCUDA);
+  torch::Tensor first_loss, first_grad;
+  for (int run = 0; run < 20; ++run) {
+    const torch::Tensor pred = pred_values.clone().requires_grad_(true);
+    torch::Tensor loss;
+    {
+      NoSyncGuard no_sync;
+      loss = simmim::masked_reconstruction_loss(pred, target, mask, options);
+      loss.sum().backward();
+    }
+    if (run == 0) {
+      first_loss = loss.detach();
+      first_grad = pred.grad();
+      CHECK(torch::isfinite(first_loss).all().item<bool>());
+    } else {
+      REQUIRE(torch::equal(loss.detach(), first_loss));
+      REQUIRE(torch::equal(pred.grad(), first_grad));
+    }
+  }
+}
+
+TEST_CASE("the fused CUDA cross-entropy: an id outside [0, K) makes its token's loss NaN, value checks make it an "
+          "error",
+          "[cuda][sanitize]") {
+  SIMMIM_REQUIRE_GPU();
+  const torch::Tensor pred = torch::randn({2, 4, 6}, torch::kCUDA);
+  torch::Tensor ids = torch::zeros({2, 4, 2}, torch::TensorOptions(torch::kCUDA).dtype(torch::kLong));
+  ids[1][2][1] = 3;  // K = 3
+  const torch::Tensor mask = torch::ones({2, 4}, torch::kCUDA);
+  const auto options = MaskedLossOptions()
+                           .kind(LossKind::kCrossEntropy)
+                           .reduction(LossReduction::kPerSample)
+                           .backend(Backend::kFusedCUDA);
+  const bool checks = simmim::value_checks();
+  simmim::set_value_checks(false);
+  const torch::Tensor loss = simmim::masked_reconstruction_loss(pred, ids, mask, options).cpu();
+  simmim::set_value_checks(true);
+  const auto message = [&]() -> std::string {
+    try {
+      simmim::masked_reconstruction_loss(pred, ids, mask, options);
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return "no error";
+  }();
+  simmim::set_value_checks(checks);
+  CHECK(std::isfinite(loss[0].item<double>()));
+  CHECK(std::isnan(loss[1].item<double>()));
+  CHECK_THAT(message, ContainsSubstring("class ids in [0, K) with K = 3"));
 }
 
 TEST_CASE("fused CUDA, small cases of every dtype, kind, layout and norm-pix", "[cuda][sanitize]") {

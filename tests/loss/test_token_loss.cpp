@@ -14,119 +14,19 @@
 
 #include "../support/gradcheck.hpp"
 #include "loss_test_util.hpp"
+#include "token_cases.hpp"
 #include "simmim/simmim.hpp"
 
 using Catch::Matchers::ContainsSubstring;
-using loss_test::Memory;
+using loss_test::random_ids;
 using loss_test::run_loss;
+using loss_test::token_options;
 using simmim::Backend;
 using simmim::LossKind;
 using simmim::LossReduction;
 using simmim::MaskedLossOptions;
 
 namespace {
-
-MaskedLossOptions token_options(LossKind kind, Backend backend) {
-  return MaskedLossOptions().kind(kind).eps(0).backend(backend);
-}
-
-// Integer class ids [B, L, G] in [0, K).
-torch::Tensor random_ids(std::vector<int64_t> shape, int64_t K, at::Generator& gen) {
-  return torch::randint(0, K, shape, gen, torch::kLong);
-}
-
-struct TokenCase {
-  LossKind kind = LossKind::kCosine;
-  torch::ScalarType dtype = torch::kFloat;
-  int64_t B = 1, L = 1, D = 1, G = 1;  // kCrossEntropy: D = G * K
-  double eps = 0, norm_eps = 1e-6;
-  LossReduction reduction = LossReduction::kMean;
-  torch::ScalarType mask_dtype = torch::kBool, id_dtype = torch::kLong;
-  int mask_fill = 0;  // 0 random, 1 empty, 2 full
-  Memory pred_memory = Memory::kContiguous, target_memory = Memory::kContiguous, mask_memory = Memory::kContiguous;
-
-  MaskedLossOptions options(Backend backend) const {
-    return MaskedLossOptions().kind(kind).eps(eps).norm_eps(norm_eps).reduction(reduction).backend(backend);
-  }
-  std::string str() const {
-    std::ostringstream os;
-    os << kind << " " << c10::toString(dtype) << " [" << B << ", " << L << ", " << D << "] G=" << G << " eps=" << eps
-       << " norm_eps=" << norm_eps << " " << reduction << " mask " << c10::toString(mask_dtype) << " fill "
-       << mask_fill << " ids " << c10::toString(id_dtype) << " memory pred/target/mask "
-       << loss_test::to_string(pred_memory) << "/" << loss_test::to_string(target_memory) << "/"
-       << loss_test::to_string(mask_memory);
-    return os.str();
-  }
-};
-
-template <typename T>
-T pick(std::mt19937& rng, std::initializer_list<T> from) {
-  const std::vector<T> v(from);
-  return v[std::uniform_int_distribution<size_t>(0, v.size() - 1)(rng)];
-}
-int64_t uniform(std::mt19937& rng, int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); }
-
-TokenCase draw(std::mt19937& rng) {
-  TokenCase c;
-  c.kind = pick(rng, {LossKind::kCosine, LossKind::kCrossEntropy});
-  c.dtype = pick(rng, {torch::kFloat, torch::kDouble, torch::kHalf, torch::kBFloat16});
-  c.B = uniform(rng, 1, 3);
-  c.L = pick<int64_t>(rng, {1, 7, 19, 49, 197});
-  if (c.kind == LossKind::kCosine) {
-    c.D = uniform(rng, 0, 2) == 0 ? uniform(rng, 1, 40) : pick<int64_t>(rng, {64, 108, 768});
-  } else {
-    c.G = pick<int64_t>(rng, {1, 2, 3, 12, 48});
-    const int64_t K = pick<int64_t>(rng, {2, 3, 4, 8, 10, 33});
-    c.D = c.G * K;
-    c.id_dtype = pick(rng, {torch::kLong, torch::kInt, torch::kByte});
-  }
-  c.eps = pick(rng, {0.0, 1e-5, 0.1});
-  c.norm_eps = pick(rng, {1e-6, 1e-12, 0.5});
-  c.reduction = pick(rng, {LossReduction::kMean, LossReduction::kPerSample});
-  c.mask_dtype = pick(rng, {torch::kBool, torch::kByte, torch::kInt, torch::kLong, torch::kFloat, torch::kDouble,
-                            torch::kHalf, torch::kBFloat16});
-  const int64_t fill = uniform(rng, 0, 19);
-  c.mask_fill = fill == 0 ? 1 : (fill == 1 ? 2 : 0);
-  c.pred_memory = pick(rng, {Memory::kContiguous, Memory::kTransposed, Memory::kSliced, Memory::kStepped});
-  c.target_memory = pick(rng, {Memory::kContiguous, Memory::kTransposed, Memory::kSliced, Memory::kStepped});
-  c.mask_memory = pick(rng, {Memory::kContiguous, Memory::kTransposed, Memory::kSliced, Memory::kExpanded});
-  return c;
-}
-
-struct TokenInputs {
-  torch::Tensor pred_values, target_values;  // pred's dtype (kCosine) or ids (kCrossEntropy)
-  torch::Tensor pred, target, mask;          // arranged
-  torch::Tensor grad_out;                    // [B] for kPerSample, else undefined
-};
-
-TokenInputs make_inputs(const TokenCase& c, int64_t seed) {
-  auto gen = simmim::make_generator(seed);
-  TokenInputs in;
-  // Drawn in double and rounded to the dtype, so the double oracle sees the same values. Logits spread
-  // over a few units, so softmax is neither flat nor one-hot.
-  in.pred_values = (torch::randn({c.B, c.L, c.D}, gen, torch::kDouble) * 2).to(c.dtype);
-  if (c.kind == LossKind::kCosine) {
-    in.target_values = torch::randn({c.B, c.L, c.D}, gen, torch::kDouble).to(c.dtype);
-  } else {
-    in.target_values = random_ids({c.B, c.L, c.G}, c.D / c.G, gen).to(c.id_dtype);
-  }
-  torch::Tensor m;
-  if (c.mask_fill == 1) {
-    m = torch::zeros({c.B, c.L}, torch::kDouble);
-  } else if (c.mask_fill == 2) {
-    m = torch::ones({c.B, c.L}, torch::kDouble);
-  } else if (!at::isFloatingType(c.mask_dtype)) {
-    m = (torch::rand({c.B, c.L}, gen, torch::kDouble) < 0.6).to(torch::kDouble);
-  } else {
-    m = torch::rand({c.B, c.L}, gen, torch::kDouble) * (torch::rand({c.B, c.L}, gen, torch::kDouble) < 0.7);
-  }
-  if (c.mask_memory == Memory::kExpanded) m = m.narrow(0, 0, 1).expand({c.B, c.L}).contiguous();
-  in.mask = loss_test::arrange(m.to(c.mask_dtype), c.mask_memory);
-  in.pred = loss_test::arrange(in.pred_values, c.pred_memory);
-  in.target = loss_test::arrange(in.target_values, c.target_memory);
-  if (c.reduction == LossReduction::kPerSample) in.grad_out = torch::randn({c.B}, gen, torch::kDouble);
-  return in;
-}
 
 // The loss of a token kind by plain loops in double, from the formula of docs/losses.md alone.
 double hand_loss(LossKind kind, const torch::Tensor& pred, const torch::Tensor& target, const torch::Tensor& mask,
@@ -209,29 +109,9 @@ TEST_CASE("kCrossEntropy is torch's cross_entropy, averaged over the ids of the 
 TEST_CASE("token kinds: fused CPU equals the reference on 150 random cases", "[loss][token][fused]") {
   std::mt19937 rng(20261126);
   for (int i = 0; i < 150; ++i) {
-    const TokenCase c = draw(rng);
+    const loss_test::TokenCase c = loss_test::draw_token_case(rng);
     INFO("case " << i << ": " << c.str());
-    const TokenInputs in = make_inputs(c, 500 + i);
-    const auto fused = run_loss(in.pred, in.target, in.mask, c.options(Backend::kFusedCPU), false, in.grad_out);
-    const auto ref = run_loss(in.pred, in.target, in.mask, c.options(Backend::kReference), false, in.grad_out);
-    REQUIRE(fused.loss.sizes() == ref.loss.sizes());
-    REQUIRE(fused.loss.scalar_type() == c.dtype);
-    REQUIRE(fused.grad_pred.sizes() == in.pred.sizes());
-    // Both compute in float for half and bfloat16 and round once at the end, so the tight tolerance holds
-    // in every dtype; and the reference in double on the same values bounds the rounding.
-    auto tol = loss_test::tight_tolerance(c.dtype);
-    // D = 1: the cosine of two scalars is +-1, its gradient exactly 0, which both compute as a difference
-    // of two equal terms: rounding residue (1e-8 in float), with nothing to be relative to.
-    if (c.kind == LossKind::kCosine && c.D == 1) tol.atol_abs = c.dtype == torch::kDouble ? 1e-15 : 1e-6;
-    LOSS_CHECK_CLOSE(fused.loss, ref.loss, tol);
-    LOSS_CHECK_CLOSE(fused.grad_pred, ref.grad_pred, tol);
-    if (c.dtype == torch::kHalf || c.dtype == torch::kBFloat16) {
-      const torch::Tensor target64 = c.kind == LossKind::kCosine ? in.target_values.to(torch::kDouble) : in.target;
-      const auto exact = run_loss(in.pred_values.to(torch::kDouble), target64, in.mask,
-                                  c.options(Backend::kReference), false, in.grad_out);
-      LOSS_CHECK_CLOSE(fused.loss, exact.loss, tol);
-      LOSS_CHECK_CLOSE(fused.grad_pred, exact.grad_pred, tol);
-    }
+    loss_test::check_token_case(c, 500 + i, Backend::kFusedCPU, torch::kCPU);
   }
 }
 
@@ -319,7 +199,7 @@ TEST_CASE("token kinds: backend rules and gradients", "[loss][token]") {
               make_masked_loss_problem(pred.detach(), target.detach(), mask, token_options(LossKind::kCosine, Backend::kAuto), "test"),
               Backend::kAuto, "test") == Backend::kFusedCPU);
   }
-  SECTION("no CUDA pass: a forced kFusedCUDA is an error") {
+  SECTION("a forced kFusedCUDA on CPU tensors is an error") {
     CHECK_THROWS(simmim::masked_reconstruction_loss(pred, target.detach(), mask,
                                                     token_options(LossKind::kCosine, Backend::kFusedCUDA)));
   }

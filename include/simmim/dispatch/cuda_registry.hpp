@@ -26,11 +26,13 @@ namespace dispatch {
 struct MaskedLossProblem;
 struct FusedLossForward;
 
-// What simmim::cuda provides. `abi` guards against a library built from other headers.
+// What simmim::cuda provides. `abi` guards against a library built from other headers (2: masked_loss_forward
+// also runs the token kinds, kCosine and kCrossEntropy).
 struct CudaEntryPoints {
-  static constexpr int kAbi = 1;
+  static constexpr int kAbi = 2;
   int abi = kAbi;
-  // The fused masked-loss forward of a validated problem on CUDA tensors (same contract as the CPU's).
+  // The fused masked-loss forward of a validated problem on CUDA tensors (same contract as the CPU's), for
+  // every LossKind.
   FusedLossForward (*masked_loss_forward)(const MaskedLossProblem& pb, bool want_grad, const char* api) = nullptr;
   // grad *= grad_out in place, per sample (grad_out [B]) or for all (grad_out [1]), reading grad_out on the
   // device and leaving grad untouched where it is 1: a dense (contiguous or channels-last) CUDA grad.

@@ -15,7 +15,9 @@ namespace dispatch {
 // kAuto: fused CPU for CPU tensors, fused CUDA for CUDA tensors when simmim::cuda is loaded, the reference
 // otherwise. Also the reference where a target requires grad that the fused pass cannot give: through
 // norm-pix's per-patch normalization, or kCosine's (its gradient in the target is not minus pred's), and
-// for the token kinds on CUDA tensors (no CUDA pass of them; docs/losses.md). And the reference for
+// for the token kinds on CUDA tensors: their CUDA pass (Backend::kFusedCUDA runs it when asked) has not yet
+// run on a GPU, so kAuto keeps the reference there until scripts/gpu-check.sh has checked it against the
+// reference (docs/losses.md). And the reference for
 // kCrossEntropy in fp32 / fp64 with at most kFewClasses logits per id: there the fused pass's per-group
 // loops are slower than ATen's log_softmax (K = 8: 160 vs 118 ms, bench/README.md), while with bf16 / fp16
 // or many classes it is faster. A forced backend must be able to run, else a clear error.
@@ -34,10 +36,6 @@ inline Backend resolve_masked_loss_backend(const MaskedLossProblem& pb, Backend 
     return Backend::kReference;
   }
   check_backend_available(requested, pb.pred, api);
-  SIMMIM_CHECK(requested != Backend::kFusedCUDA || !is_token_kind(kind), api, "options.kind",
-               "an element kind (LossKind::kL1, kL2 or kSmoothL1) on Backend::kFusedCUDA: simmim::cuda has no pass "
-               "of the token kinds; Backend::kAuto runs them on the reference on CUDA tensors",
-               std::string("LossKind::k") + to_string(kind));
   SIMMIM_CHECK(requested == Backend::kReference || !target_grad_unfused, api, "target",
                std::string("free of grad with ") + (pb.options.norm_pix() ? "norm_pix" : "LossKind::kCosine") +
                    " on " + to_string(requested) + " (the fused pass gives the target no gradient through " +

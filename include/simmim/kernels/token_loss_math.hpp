@@ -1,8 +1,8 @@
 #pragma once
 // The per-token math of the token loss kinds (kCosine, kCrossEntropy): the loss of one token and the
 // coefficients of its gradient, from sums the kernel makes over the token's values. Torch-free and
-// __host__ __device__, like masked_loss_math.hpp, so that a GPU pass could share it; today only the CPU
-// pass (kernels/cpu/token_loss_cpu.hpp) uses it.
+// __host__ __device__, like masked_loss_math.hpp: the CPU pass (kernels/cpu/token_loss_cpu.hpp) and the
+// CUDA pass (kernels/cuda/token_loss_cuda.cuh) share it.
 
 #include <cmath>
 

@@ -44,6 +44,15 @@ cudaError_t masked_loss_forward(const MaskedLossParams& P, DType dtype, const Ma
 cudaError_t scale_by_grad_output(void* grad, DType dtype, int64_t batch, int64_t sample_elems, const void* grad_out,
                                  bool per_sample, cudaStream_t stream);
 
+// The fused token pass (LossKind::kCosine, kCrossEntropy; kernels/cuda/token_loss_cuda.cuh) on `stream`:
+// writes w * l of each token into token_losses (device, B * L doubles, in (b, l) order) and, when P.grad
+// is set, w * P.grad_scale[b] * dl/dpred (P.grad_scale: B doubles on the device). P.target holds pred's
+// element type (kCosine) or int64 class ids viewed [B, G, L, 1] (kCrossEntropy; an id outside [0, K)
+// makes its token's loss NaN). No host synchronization, no allocation. cudaErrorInvalidValue for a
+// problem it cannot launch (token_loss_launchable).
+cudaError_t token_loss_forward(const MaskedLossParams& P, DType dtype, double* token_losses, cudaStream_t stream);
+bool token_loss_launchable(const MaskedLossParams& P);
+
 // Whether the plain pass can index a problem (elements per sample and weight cells below 2^31).
 inline bool masked_loss_indexable(const MaskedLossParams& P) {
   const int64_t limit = int64_t{1} << 31;
