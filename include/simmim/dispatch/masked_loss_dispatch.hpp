@@ -17,11 +17,7 @@ namespace dispatch {
 // norm-pix's per-patch normalization, or kCosine's (its gradient in the target is not minus pred's), and
 // for the token kinds on CUDA tensors: their CUDA pass (Backend::kFusedCUDA runs it when asked) has not yet
 // run on a GPU, so kAuto keeps the reference there until scripts/gpu-check.sh has checked it against the
-// reference (docs/losses.md). And the reference for
-// kCrossEntropy in fp32 / fp64 with at most kFewClasses logits per id: there the fused pass's per-group
-// loops are slower than ATen's log_softmax (K = 8: 160 vs 118 ms, bench/README.md), while with bf16 / fp16
-// or many classes it is faster. A forced backend must be able to run, else a clear error.
-inline constexpr int64_t kFewClasses = 16;
+// reference (docs/losses.md). A forced backend must be able to run, else a clear error.
 
 inline Backend resolve_masked_loss_backend(const MaskedLossProblem& pb, Backend requested, const char* api) {
   const LossKind kind = pb.options.kind();
@@ -29,8 +25,6 @@ inline Backend resolve_masked_loss_backend(const MaskedLossProblem& pb, Backend 
                                    pb.target.requires_grad() && at::GradMode::is_enabled();
   if (requested == Backend::kAuto) {
     if (target_grad_unfused) return Backend::kReference;
-    const bool full_precision = pb.pred.scalar_type() == at::kFloat || pb.pred.scalar_type() == at::kDouble;
-    if (kind == LossKind::kCrossEntropy && full_precision && pb.classes <= kFewClasses) return Backend::kReference;
     if (pb.pred.device().is_cpu()) return Backend::kFusedCPU;
     if (pb.pred.device().is_cuda() && fused_cuda_available() && !is_token_kind(kind)) return Backend::kFusedCUDA;
     return Backend::kReference;

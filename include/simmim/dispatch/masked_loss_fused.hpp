@@ -114,7 +114,7 @@ inline FusedLossForward token_loss_fused_cpu(const MaskedLossProblem& pb, bool w
   const at::Tensor target = pb.options.kind() == LossKind::kCrossEntropy ? pb.target4.to(at::kLong) : pb.target4;
   at::Tensor grad, grad4;
   if (want_grad) {
-    grad = at::empty(pb.pred.sizes(), pb.pred.options());  // [B, L, D], contiguous
+    grad = new_cpu_grad(pb.pred, at::MemoryFormat::Contiguous, pb.options.reuse_grad_memory());  // [B, L, D]
     grad4 = pb.to_view(grad);
   }
   const at::Tensor weights = pb.mask3.to(at::toOpMathType(pred.scalar_type()));
