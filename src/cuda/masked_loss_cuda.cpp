@@ -64,7 +64,7 @@ dispatch::FusedLossForward token_loss_forward(const dispatch::MaskedLossProblem&
   MaskedLossParams P = dispatch::masked_loss_params(pb, pred, target, grad4, weights);
   P.grad_scale = grad_scale.data_ptr<double>();
   SIMMIM_CHECK(kernels::cuda::token_loss_launchable(P), api, "pred",
-               "fewer than 2^34 tokens on Backend::kFusedCUDA (use Backend::kReference beyond)", describe(pb.pred));
+               "at most 8 * (2^31 - 1) tokens (B * L) on Backend::kFusedCUDA (use Backend::kReference beyond)", describe(pb.pred));
   const at::Tensor token_losses = at::empty({pred.size(0), pred.size(2)}, pred.options().dtype(at::kDouble));
   check_launch(kernels::cuda::token_loss_forward(P, dtype_of(pred.scalar_type()), token_losses.data_ptr<double>(),
                                                  at::cuda::getCurrentCUDAStream()),

@@ -46,15 +46,21 @@ SIMMIM_VISIBLE inline std::atomic<const CudaEntryPoints*>& cuda_entry_points_slo
   return slot;
 }
 
-// Called by simmim::cuda when it is loaded. A table of another ABI is ignored.
+// Called by simmim::cuda when it is loaded (its own copy of this function, compiled from the library's
+// headers).
 inline void register_cuda_entry_points(const CudaEntryPoints* entry_points) {
   if (entry_points != nullptr && entry_points->abi == CudaEntryPoints::kAbi) {
     cuda_entry_points_slot().store(entry_points, std::memory_order_release);
   }
 }
 
-// The registered table, or nullptr when simmim::cuda is not linked (or not loaded).
-inline const CudaEntryPoints* cuda_entry_points() { return cuda_entry_points_slot().load(std::memory_order_acquire); }
+// The registered table, or nullptr when simmim::cuda is not linked (or not loaded), or was built from
+// headers of another ABI: checked here, in the program's copy, since the library registers itself with
+// its own (`abi` is the first member, so reading it from an older table is safe).
+inline const CudaEntryPoints* cuda_entry_points() {
+  const CudaEntryPoints* entry_points = cuda_entry_points_slot().load(std::memory_order_acquire);
+  return entry_points != nullptr && entry_points->abi == CudaEntryPoints::kAbi ? entry_points : nullptr;
+}
 
 }  // namespace dispatch
 

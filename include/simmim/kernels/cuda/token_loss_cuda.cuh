@@ -121,7 +121,8 @@ __global__ void __launch_bounds__(kThreads)
 
 // kCrossEntropy of one group of K logits z[k * zs] with class id `label`, by one thread (kLane) or by the
 // 32 lanes of a warp together: returns lse - z_label (NaN for an id outside [0, K); on every lane in the
-// warp case) and, with kGrad, writes ws * (softmax - onehot) to out[k * os].
+// warp case) and, with kGrad, writes ws * (softmax - onehot) to out[k * os] (NaN for such an id too, so
+// that code watching only the gradients for non-finite values sees it).
 template <bool kLane, bool kGrad, typename T, typename acc_t>
 __device__ __forceinline__ acc_t cross_entropy_group(const T* z, int64_t zs, int64_t K, int64_t label, acc_t ws,
                                                      T* out, int64_t os, int lane) {
@@ -138,8 +139,8 @@ __device__ __forceinline__ acc_t cross_entropy_group(const T* z, int64_t zs, int
     const acc_t ws_over_s = ws / s;
     for (int64_t k = k0; k < K; k += step) {
       acc_t v = exp_of(to_acc(z[k * zs]) - m) * ws_over_s;
-      if (valid && k == label) v -= ws;
-      out[k * os] = from_acc<T>(v);
+      if (k == label) v -= ws;
+      out[k * os] = from_acc<T>(valid ? v : z_label);
     }
   }
   return log_sum_exp(m, s) - z_label;
