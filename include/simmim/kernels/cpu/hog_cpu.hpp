@@ -281,19 +281,13 @@ inline void hog_cells_cpu(const HogCellsParams& P) {
   g.norm_eps = static_cast<acc_t>(P.norm_eps);
 
   auto task_fn = &detail::hog_task_baseline<scalar_t, acc_t>;
-  const CpuIsa isa = cpu_isa_override();
-  TORCH_CHECK_VALUE(isa == CpuIsa::kAuto || isa == CpuIsa::kBaseline || isa == CpuIsa::kAVX2,
-                    "simmim::kernels::cpu: cpu_isa_override() must be CpuIsa::kAuto, kBaseline or kAVX2; got CpuIsa(",
-                    static_cast<int>(isa), ")");
-  TORCH_CHECK(isa != CpuIsa::kAVX2 || cpu_avx2_available(),
-              "simmim::kernels::cpu: CpuIsa::kAVX2 forced, but this build or CPU has no AVX2 path");
   const char* build = SIMMIM_CPU_ISA_NAME "/baseline";
+  if (use_avx2_build()) {  // true only where the AVX2 build exists
 #if SIMMIM_CPU_DISPATCH_AVX2
-  if (isa == CpuIsa::kAVX2 || (isa == CpuIsa::kAuto && cpu_avx2_available())) {
     task_fn = &detail::hog_task_avx2<scalar_t, acc_t>;
     build = SIMMIM_CPU_ISA_NAME "/avx2";
-  }
 #endif
+  }
   last_cpu_pass_build().store(build, std::memory_order_relaxed);
 
   // A task is cell * W pixels; a thread takes at least ~16 K pixels at a time.

@@ -229,6 +229,18 @@ inline void masked_weight_sums_cpu(const acc_t* weights, const int64_t* stride, 
 // Whether the AVX2 build exists and this CPU can run it.
 inline bool cpu_avx2_available() { return SIMMIM_CPU_DISPATCH_AVX2 && cpu_has_avx2(); }
 
+// Whether a pass runs its AVX2 build: where cpu_isa_override() forces it, or (kAuto) where it exists and
+// the CPU has it. An override this build or CPU cannot honour is an error. Every CPU pass asks here.
+inline bool use_avx2_build() {
+  const CpuIsa isa = cpu_isa_override();
+  TORCH_CHECK_VALUE(isa == CpuIsa::kAuto || isa == CpuIsa::kBaseline || isa == CpuIsa::kAVX2,
+                    "simmim::kernels::cpu: cpu_isa_override() must be CpuIsa::kAuto, kBaseline or kAVX2; got CpuIsa(",
+                    static_cast<int>(isa), ")");
+  TORCH_CHECK(isa != CpuIsa::kAVX2 || cpu_avx2_available(),
+              "simmim::kernels::cpu: CpuIsa::kAVX2 forced, but this build or CPU has no AVX2 path");
+  return isa == CpuIsa::kAVX2 || (isa == CpuIsa::kAuto && cpu_avx2_available());
+}
+
 namespace detail {
 
 // Loads widen to acc_t and stores narrow from it. Half gets its own inline copies of c10's conversions
@@ -497,19 +509,13 @@ inline void masked_loss_cpu(const MaskedLossParams& P) {
   g.cell_elems = p * p * C;
 
   auto chunk_fn = &chunk_sum_baseline<K, kNorm, kGrad, scalar_t, acc_t>;
-  const CpuIsa isa = cpu_isa_override();
-  TORCH_CHECK_VALUE(isa == CpuIsa::kAuto || isa == CpuIsa::kBaseline || isa == CpuIsa::kAVX2,
-                    "simmim::kernels::cpu: cpu_isa_override() must be CpuIsa::kAuto, kBaseline or kAVX2; got CpuIsa(",
-                    static_cast<int>(isa), ")");
-  TORCH_CHECK(isa != CpuIsa::kAVX2 || cpu_avx2_available(),
-              "simmim::kernels::cpu: CpuIsa::kAVX2 forced, but this build or CPU has no AVX2 path");
   const char* build = SIMMIM_CPU_ISA_NAME "/baseline";
+  if (use_avx2_build()) {  // true only where the AVX2 build exists
 #if SIMMIM_CPU_DISPATCH_AVX2
-  if (isa == CpuIsa::kAVX2 || (isa == CpuIsa::kAuto && cpu_avx2_available())) {
     chunk_fn = &chunk_sum_avx2<K, kNorm, kGrad, scalar_t, acc_t>;
     build = SIMMIM_CPU_ISA_NAME "/avx2";
-  }
 #endif
+  }
   last_cpu_pass_build().store(build, std::memory_order_relaxed);
   std::vector<double> partial(static_cast<size_t>(B * g.chunks_per_sample), 0.0);
   at::parallel_for(0, B * g.chunks_per_sample, 1, [&](int64_t begin, int64_t end) {
