@@ -1,5 +1,7 @@
 // The target computations of one training batch (target/), on the CPU, as a model runs them every step:
-//   hog/aten/<B>x<C>x<H>x<W>_p<p>            HOGTarget::compute (9 bins, 8 x 8 cells) -> [B, L, (p/8)^2 C 9]
+//   hog/fused/<B>x<C>x<H>x<W>_p<p>           HOGTarget::compute (9 bins, 8 x 8 cells) -> [B, L, (p/8)^2 C 9]: on
+//                                            the CPU, hog_cells' fused pass, then the token layout
+//   hog_cells/<fused|reference>/<B>x<C>x<H>x<W>_c<c>  hog_cells (the CPU pass) or hog_cells_reference (tensor ops)
 //   local_norm/aten/<B>x<C>x<H>x<W>_k<k>_p<p> PixelTarget local norm (k x k windows) -> [B, L, p*p*C]
 //   color_bins/aten/<B>x<C>x<H>x<W>_K<K>_p<p> ColorBinsTarget::compute -> int64 ids [B, L, p*p*C]
 //   norm_pix/aten/...                        PixelTarget norm-pix (a patchify view; the loss normalizes)
@@ -43,6 +45,19 @@ void compute(benchmark::State& state, std::shared_ptr<const simmim::Target> targ
   state.counters["threads"] = at::get_num_threads();
 }
 
+// The HOG cells alone, by one of the two paths (9 bins, cell x cell).
+void hog_cells(benchmark::State& state, at::Tensor (*cells)(const at::Tensor&, int64_t, int64_t, double),
+               std::vector<int64_t> shape, int64_t cell) {
+  auto gen = simmim::make_generator(0);
+  const torch::Tensor images = torch::rand(shape, gen);
+  for (auto _ : state) {
+    const torch::Tensor t = cells(images, 9, cell, 1e-6);
+    benchmark::DoNotOptimize(t.data_ptr());
+  }
+  state.SetBytesProcessed(state.iterations() * images.numel() * static_cast<int64_t>(images.element_size()));
+  state.counters["threads"] = at::get_num_threads();
+}
+
 const bool registered = [] {
   const char* threads = std::getenv("SIMMIM_BENCH_THREADS");
   at::set_num_threads(threads != nullptr ? std::atoi(threads) : static_cast<int>(std::thread::hardware_concurrency()));
@@ -53,7 +68,13 @@ const bool registered = [] {
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
   };
-  add("hog/aten/" + dims(vit) + "_p16", std::make_shared<simmim::HOGTarget>(), vit, 16);
+  add("hog/fused/" + dims(vit) + "_p16", std::make_shared<simmim::HOGTarget>(), vit, 16);
+  for (const bool fused : {true, false}) {
+    benchmark::RegisterBenchmark(("hog_cells/" + std::string(fused ? "fused/" : "reference/") + dims(vit) + "_c8").c_str(),
+                                 hog_cells, fused ? &simmim::hog_cells : &simmim::hog_cells_reference, vit, int64_t{8})
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  }
   add("local_norm/aten/" + dims(swin) + "_k47_p4",
       std::make_shared<simmim::PixelTarget>(simmim::PixelTargetOptions::local_norm(47)), swin, 4);
   add("color_bins/aten/" + dims(vit) + "_K8_p16",

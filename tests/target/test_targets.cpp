@@ -144,6 +144,185 @@ TEST_CASE("HOG target: tokens of (cell row, cell column, channel, bin) per patch
                       ContainsSubstring("simmim::HOGTarget::compute: patch must be a multiple of the HOG cell 8; got 4"));
 }
 
+namespace {
+
+// Images whose interior gradients are (n + 1/4, m + 1/8) for integers n, m in [-9, 9]: never on a bin
+// boundary (no gx == +-gy, no gx == 0 but at the reflected border columns, where both paths agree), and
+// never within float rounding of one, so the CPU pass and the tensor path bin every pixel alike. Values
+// are multiples of 1/16 below 11: exact in every floating dtype, bf16 included.
+torch::Tensor tie_free_images(const std::vector<int64_t>& shape, at::Generator& gen) {
+  const int64_t H = shape[2], W = shape[3];
+  const torch::Tensor q = torch::randint(0, 8, shape, gen, torch::kDouble);
+  const torch::Tensor xs = (torch::arange(W, torch::kDouble).remainder(16) / 8).view({1, 1, 1, W});
+  const torch::Tensor ys = (torch::arange(H, torch::kDouble).remainder(16) / 16).view({1, 1, H, 1});
+  return q + xs + ys;
+}
+
+// floor(angle * bins / pi) of the exact angle of an integer gradient, angle = atan2(gy, gx) mod pi, clamped
+// to the last bin (angle pi), with `tie` set where the gradient lies exactly on a boundary j pi / bins,
+// 0 < j < bins.
+int64_t exact_bin(double gx, double gy, int64_t bins, bool& tie) {
+  const double kPi = 3.14159265358979323846;
+  double angle = std::atan2(gy, gx);
+  if (angle < 0) angle += kPi;
+  const double t = angle * static_cast<double>(bins) / kPi;
+  const double r = std::round(t);
+  tie = std::abs(t - r) < 1e-9 && r > 0 && r < static_cast<double>(bins);  // 0 and pi are no boundary
+  const int64_t bin = tie ? static_cast<int64_t>(r) : static_cast<int64_t>(std::floor(t));
+  return std::min<int64_t>(bin, bins - 1);
+}
+
+}  // namespace
+
+TEST_CASE("HOG: the CPU pass equals the tensor path on random shapes, layouts and dtypes", "[target]") {
+  auto gen = simmim::make_generator(13);
+  const int64_t bins_choices[] = {1, 4, 9, 2, 5, 8};
+  for (int64_t trial = 0; trial < 36; ++trial) {
+    const int64_t cell = trial % 3 == 0 ? 4 : (trial % 3 == 1 ? 8 : 2);
+    const int64_t bins = bins_choices[trial % 6];
+    const int64_t B = 1 + trial % 3, C = 1 + (trial / 3) % 3;
+    const int64_t H = cell * (1 + (trial * 7) % 4), W = cell * (1 + (trial * 5) % 5);
+    const int64_t layout = trial % 4;  // contiguous, channels-last, transposed, every other column
+    const auto dtype = std::vector<torch::ScalarType>{torch::kFloat, torch::kDouble, torch::kBFloat16,
+                                                      torch::kHalf}[(trial / 4) % 4];
+    torch::Tensor images;
+    if (layout == 2) {
+      images = tie_free_images({B, C, W, H}, gen).to(dtype).transpose(2, 3);
+    } else if (layout == 3) {
+      images = tie_free_images({B, C, H, 2 * W}, gen).to(dtype).slice(3, 0, 2 * W, 2);
+    } else {
+      images = tie_free_images({B, C, H, W}, gen).to(dtype);
+      if (layout == 1) images = images.contiguous(at::MemoryFormat::ChannelsLast);
+    }
+    REQUIRE(images.sizes() == torch::IntArrayRef({B, C, H, W}));
+    INFO("trial " << trial << ": " << simmim::describe(images) << " strides " << images.strides() << ", cell "
+                  << cell << ", bins " << bins);
+    const torch::Tensor fused = simmim::hog_cells(images, bins, cell, 1e-6);
+    const torch::Tensor reference = simmim::hog_cells_reference(images, bins, cell, 1e-6);
+    REQUIRE(fused.sizes() == torch::IntArrayRef({B, C, bins, H / cell, W / cell}));
+    REQUIRE(fused.scalar_type() == (dtype == torch::kDouble ? torch::kDouble : torch::kFloat));
+    REQUIRE(fused.is_contiguous());
+    const double tol = dtype == torch::kDouble ? 1e-12 : 1e-6;
+    CHECK(torch::allclose(fused, reference, tol, tol));
+  }
+  // Continuous random values, as the benchmark's: with this seed no pixel lies within float rounding of a
+  // boundary (at 32x3x224x224, 3 cells of 75,264 differ, bench/README.md).
+  for (const auto dtype : {torch::kFloat, torch::kDouble}) {
+    const torch::Tensor images = torch::rand({2, 3, 40, 24}, gen, dtype);
+    for (const int64_t bins : {1, 4, 9}) {
+      const double tol = dtype == torch::kDouble ? 1e-12 : 1e-6;
+      CHECK(torch::allclose(simmim::hog_cells(images, bins, 8, 1e-6), simmim::hog_cells_reference(images, bins, 8, 1e-6),
+                            tol, tol));
+    }
+  }
+}
+
+TEST_CASE("HOG: the CPU pass bins the exact angle; the tensor path differs only at ties", "[target]") {
+  const double kPi = 3.14159265358979323846;
+  const int64_t R = 12;
+  std::vector<float> gxs, gys;
+  for (int64_t gy = -R; gy <= R; ++gy) {
+    for (int64_t gx = -R; gx <= R; ++gx) {
+      gxs.push_back(static_cast<float>(gx));
+      gys.push_back(static_cast<float>(gy));
+    }
+  }
+  const auto n = static_cast<int64_t>(gxs.size());
+  const torch::Tensor gx = torch::from_blob(gxs.data(), {n}, torch::kFloat).clone();
+  const torch::Tensor gy = torch::from_blob(gys.data(), {n}, torch::kFloat).clone();
+  for (int64_t bins = 1; bins <= 12; ++bins) {
+    // The tensor path's binning (hog_cells_reference), on all the gradients at once.
+    torch::Tensor angle = at::atan2(gy, gx);
+    angle = at::where(angle < 0, angle + kPi, angle);
+    const torch::Tensor tensor_bins =
+        (angle * (static_cast<double>(bins) / kPi)).floor().clamp(0, bins - 1).to(torch::kLong).contiguous();
+    const int64_t* tensor_bin = tensor_bins.data_ptr<int64_t>();
+    int64_t ties = 0, tensor_differs = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (gxs[i] == 0 && gys[i] == 0) continue;  // no angle (and no magnitude to vote)
+      bool tie = false;
+      const int64_t expected = exact_bin(gxs[i], gys[i], bins, tie);
+      INFO("bins " << bins << ", gradient (" << gxs[i] << ", " << gys[i] << ")");
+      CHECK(simmim::kernels::cpu::hog_orientation_bin<float>(gxs[i], gys[i], bins) == expected);
+      CHECK(simmim::kernels::cpu::hog_orientation_bin<double>(gxs[i], gys[i], bins) == expected);
+      const int64_t by_tensor = tensor_bin[i];
+      ties += tie ? 1 : 0;
+      if (by_tensor != expected) {
+        ++tensor_differs;
+        CHECK(tie);  // the tensor path's atan2 rounds; only a gradient exactly on a boundary may move
+      }
+    }
+    // Exact ties exist only at 45, 90 and 135 degrees (rational slopes).
+    if (bins % 2 != 0) CHECK(ties == 0);
+    if (bins % 4 != 0) CHECK(tensor_differs == 0);
+  }
+  // -0 folds as atan2's: atan2(-0, -1) = -pi -> 0 (bin 0), atan2(+0, -1) = pi (the last bin). NaN: bin 0.
+  CHECK(simmim::kernels::cpu::hog_orientation_bin<float>(-1.0f, -0.0f, 9) == 0);
+  CHECK(simmim::kernels::cpu::hog_orientation_bin<float>(-1.0f, 0.0f, 9) == 8);
+  CHECK(simmim::kernels::cpu::hog_orientation_bin<float>(std::nanf(""), 1.0f, 9) == 0);
+  CHECK(simmim::kernels::cpu::hog_orientation_bin<double>(1.0, std::nan(""), 9) == 0);
+  // A ramp along x + y, 4 bins: every interior gradient is exactly at 45 degrees, the boundary of bins 0
+  // and 1; the CPU pass puts it in bin 1, as floor() of the exact angle.
+  const int64_t S = 16;
+  const torch::Tensor ramp = (torch::arange(S).view({S, 1}) + torch::arange(S).view({1, S})).to(torch::kFloat);
+  const torch::Tensor cells = simmim::hog_cells(ramp.view({1, 1, S, S}), 4, 8, 1e-6);
+  CHECK(cells[0][0][1].min().item<double>() > 0.9);
+}
+
+TEST_CASE("HOG: the CPU pass gives bitwise the same cells for any thread count and in both builds", "[target]") {
+  using simmim::kernels::cpu::CpuIsa;
+  auto gen = simmim::make_generator(14);
+  const auto dtype = GENERATE(torch::kFloat, torch::kDouble, torch::kBFloat16);
+  // 72 tasks (planes x cell rows) of 8 x 100 pixels: both threads get some. W = 100 ends rows in partial
+  // vectors.
+  const torch::Tensor images = torch::rand({3, 3, 64, 100}, gen).to(dtype);
+  const int threads = at::get_num_threads();
+  struct Restore {
+    int threads;
+    ~Restore() {
+      at::set_num_threads(threads);
+      simmim::kernels::cpu::cpu_isa_override() = CpuIsa::kAuto;
+    }
+  } restore{threads};
+  at::set_num_threads(1);
+  const torch::Tensor one = simmim::hog_cells(images, 9, 4, 1e-6);
+  at::set_num_threads(2);
+  const torch::Tensor two = simmim::hog_cells(images, 9, 4, 1e-6);
+  CHECK(torch::equal(one, two));
+  if (simmim::kernels::cpu::cpu_avx2_available()) {
+    simmim::kernels::cpu::cpu_isa_override() = CpuIsa::kBaseline;
+    const torch::Tensor baseline = simmim::hog_cells(images, 9, 4, 1e-6);
+    CHECK(std::string(simmim::kernels::cpu::last_cpu_pass_build().load()).find("/baseline") != std::string::npos);
+    simmim::kernels::cpu::cpu_isa_override() = CpuIsa::kAVX2;
+    const torch::Tensor avx2 = simmim::hog_cells(images, 9, 4, 1e-6);
+    CHECK(std::string(simmim::kernels::cpu::last_cpu_pass_build().load()).find("/avx2") != std::string::npos);
+    CHECK(torch::equal(baseline, one));
+    CHECK(torch::equal(avx2, one));
+  }
+}
+
+TEST_CASE("HOG: argument messages, and what takes the tensor path", "[target]") {
+  const torch::Tensor images = torch::rand({1, 2, 16, 16});
+  REQUIRE_THROWS_WITH(simmim::hog_cells(images, 0, 8, 1e-6),
+                      ContainsSubstring("simmim::hog_cells: bins must be positive; got 0"));
+  REQUIRE_THROWS_WITH(simmim::hog_cells(images, 9, 8, 0.0),
+                      ContainsSubstring("simmim::hog_cells: norm_eps must be finite and > 0; got 0"));
+  REQUIRE_THROWS_WITH(simmim::hog_cells(images, 9, 5, 1e-6),
+                      ContainsSubstring("simmim::hog_cells: images must be at least 2 x 2 pixels and a size divisible "
+                                        "by the cell 5; got Float tensor [1, 2, 16, 16] on cpu"));
+  REQUIRE_THROWS_WITH(simmim::hog_cells(torch::ones({1, 2, 16, 16}, torch::kLong), 9, 8, 1e-6),
+                      ContainsSubstring("simmim::hog_cells: images must be a floating-point [B, C, H, W] tensor"));
+  REQUIRE_THROWS_WITH(simmim::hog_cells_reference(images, 9, 0, 1e-6),
+                      ContainsSubstring("simmim::hog_cells_reference: cell must be positive; got 0"));
+  // No images, no cells (and nothing read).
+  CHECK(simmim::hog_cells(torch::rand({0, 3, 16, 16}), 9, 8, 1e-6).sizes() == torch::IntArrayRef({0, 3, 9, 2, 2}));
+  // Images that need a graph take the tensor path (the pass has no backward): the cells carry a gradient.
+  const torch::Tensor x = torch::rand({1, 1, 16, 16}).requires_grad_();
+  const torch::Tensor cells = simmim::hog_cells(x, 9, 8, 1e-6);
+  CHECK(cells.requires_grad());
+  CHECK(torch::allclose(cells.detach(), simmim::hog_cells(x.detach(), 9, 8, 1e-6), 1e-6, 1e-6));
+}
+
 TEST_CASE("color bins: K equal bins of the raw range, cross-entropy, and back to bin centers", "[target]") {
   const ColorBinsTarget target(ColorBinsTargetOptions().bins(8));
   const torch::Tensor raw = torch::tensor({0.0, 0.124, 0.125, 0.5, 0.99, 1.0, -0.5, 2.0}).view({1, 1, 2, 4});

@@ -229,9 +229,10 @@ inline void masked_weight_sums_cpu(const acc_t* weights, const int64_t* stride, 
 // Whether the AVX2 build exists and this CPU can run it.
 inline bool cpu_avx2_available() { return SIMMIM_CPU_DISPATCH_AVX2 && cpu_has_avx2(); }
 
-// Whether a pass about to run takes its AVX2 build (cpu_isa_override(), else the CPU), recorded in
-// last_cpu_pass_build(); every fused CPU pass (the element kinds here, the token kinds in
-// token_loss_cpu.hpp) asks this once per call.
+// Whether a pass about to run takes its AVX2 build: where cpu_isa_override() forces it, or (kAuto) where it
+// exists and the CPU has it; an override this build or CPU cannot honour is an error. Recorded in
+// last_cpu_pass_build(). Every fused CPU pass (the element kinds here, the token kinds in token_loss_cpu.hpp,
+// HOG in hog_cpu.hpp) asks this once per call.
 inline bool use_avx2_build() {
   const CpuIsa isa = cpu_isa_override();
   TORCH_CHECK_VALUE(isa == CpuIsa::kAuto || isa == CpuIsa::kBaseline || isa == CpuIsa::kAVX2,
