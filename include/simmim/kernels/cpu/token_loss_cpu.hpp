@@ -169,7 +169,6 @@ SIMMIM_CPU_ALWAYS_INLINE acc_t cross_entropy_token_cpu(const acc_t* __restrict z
 // the shape only, so the sums are the same for any thread count.
 template <typename scalar_t>
 struct TokenPass {
-  using acc_t = at::opmath_type<scalar_t>;
   const MaskedLossParams* P = nullptr;
   int64_t tokens_per_chunk = 1, chunks_per_sample = 1;
   int64_t groups = 0;  // kCrossEntropy: ids per token
